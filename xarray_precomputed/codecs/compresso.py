@@ -1,0 +1,41 @@
+"""``compresso`` (spec 3.7), seung-lab's variant, via the ``compresso`` package."""
+
+from __future__ import annotations
+
+import compresso
+import numpy as np
+
+from ..errors import CorruptDataError
+from .base import Codec
+
+_MAGIC = b"cpso"
+_HEADER = 36
+
+
+class CompressoCodec(Codec):
+    """Single-channel unsigned labels; the stream's data width must match the dtype."""
+
+    name = "compresso"
+
+    def decode(self, data: bytes, shape: tuple[int, int, int], where: str) -> np.ndarray:
+        if len(data) < _HEADER or data[:4] != _MAGIC:
+            raise CorruptDataError(f"{where}: not a compresso stream (bad magic or too short)")
+        header = compresso.header(data)
+        width = header["data_width"]
+        dims = (header["sx"], header["sy"], header["sz"])
+        if width != self.dtype.itemsize or dims != tuple(shape):
+            raise CorruptDataError(
+                f"{where}: compresso stream holds {dims} values of {width} bytes, "
+                f"expected {tuple(shape)} of {self.dtype.itemsize}"
+            )
+        if not compresso.valid(data):
+            raise CorruptDataError(f"{where}: compresso stream is truncated or corrupt")
+        try:
+            labels = compresso.decompress(data)
+        except Exception as e:
+            raise CorruptDataError(f"{where}: cannot decode compresso chunk ({e})") from e
+        labels = np.asarray(labels).reshape(shape, order="F")
+        return labels.view(self.dtype)[..., np.newaxis]
+
+    def encode(self, array: np.ndarray) -> bytes:
+        return bytes(compresso.compress(np.asfortranarray(array[..., 0], dtype=self.dtype)))

@@ -1,0 +1,103 @@
+"""2-D image encodings: ``jpeg``, ``png`` and ``jxl`` (spec 3.2-3.5).
+
+A chunk is one image whose pixels, row after row, enumerate the voxels in
+Fortran ``(x, y, z)`` order, with the channels as interleaved components.
+Writers use width ``x`` and height ``y * z``; readers accept any split.
+"""
+
+from __future__ import annotations
+
+import imagecodecs
+import numpy as np
+
+from ..errors import CorruptDataError, WriteError
+from .base import Codec
+
+_MAX_SIDE = {"jpeg": 65535, "png": 2**31 - 1, "jxl": 2**30}
+
+
+class ImageCodec(Codec):
+    def __init__(self, dtype: np.dtype, num_channels: int, **params):
+        super().__init__(dtype, num_channels)
+        self.params = params
+
+    def _decode_image(self, data: bytes) -> np.ndarray:
+        raise NotImplementedError
+
+    def _encode_image(self, image: np.ndarray) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes, shape: tuple[int, int, int], where: str) -> np.ndarray:
+        try:
+            image = self._decode_image(data)
+        except Exception as e:
+            raise CorruptDataError(f"{where}: cannot decode {self.name} chunk ({e})") from e
+        channels = image.shape[2] if image.ndim == 3 else 1
+        n = shape[0] * shape[1] * shape[2]
+        if image.ndim not in (2, 3) or image.shape[0] * image.shape[1] != n:
+            raise CorruptDataError(
+                f"{where}: {self.name} image is {image.shape[:2]} pixels, expected "
+                f"{n} = product of chunk shape {shape}"
+            )
+        if channels != self.num_channels:
+            raise CorruptDataError(
+                f"{where}: {self.name} image has {channels} channel(s), expected {self.num_channels}"
+            )
+        if image.dtype != self.dtype:
+            raise CorruptDataError(
+                f"{where}: {self.name} image samples are {image.dtype}, expected {self.dtype.name}"
+            )
+        return image.reshape(shape[2], shape[1], shape[0], channels).transpose(2, 1, 0, 3)
+
+    def encode(self, array: np.ndarray) -> bytes:
+        x, y, z, c = array.shape
+        width, height = x, y * z
+        if height > _MAX_SIDE[self.name]:
+            width, height = x * y, z
+        if max(width, height) > _MAX_SIDE[self.name]:
+            raise WriteError(f"chunk shape {(x, y, z)} is too large for a {self.name} image")
+        image = np.ascontiguousarray(array.transpose(2, 1, 0, 3)).reshape(height, width, c)
+        if c == 1:
+            image = image[..., 0]
+        return self._encode_image(image)
+
+
+class JpegCodec(ImageCodec):
+    """Baseline JPEG (libjpeg-turbo); uint8, 1 or 3 channels. Option: ``quality``."""
+
+    name = "jpeg"
+    lossy = True
+
+    def _decode_image(self, data: bytes) -> np.ndarray:
+        return imagecodecs.jpeg8_decode(data)
+
+    def _encode_image(self, image: np.ndarray) -> bytes:
+        return bytes(imagecodecs.jpeg8_encode(image, level=self.params.get("quality", 85)))
+
+
+class PngCodec(ImageCodec):
+    """PNG; uint8 or uint16, 1-4 channels. Option: ``level`` (zlib 0-9)."""
+
+    name = "png"
+
+    def _decode_image(self, data: bytes) -> np.ndarray:
+        return imagecodecs.png_decode(data)
+
+    def _encode_image(self, image: np.ndarray) -> bytes:
+        return bytes(imagecodecs.png_encode(image, level=self.params.get("level", 6)))
+
+
+class JxlCodec(ImageCodec):
+    """JPEG XL (libjxl); uint8, 1 channel, the only interoperable layout (spec 3.5)."""
+
+    name = "jxl"
+
+    def _decode_image(self, data: bytes) -> np.ndarray:
+        image = imagecodecs.jpegxl_decode(data)
+        if image.ndim == 3 and image.shape[0] == 1:
+            image = image[0]
+        return image
+
+    def _encode_image(self, image: np.ndarray) -> bytes:
+        quality = self.params.get("quality", 100)
+        return bytes(imagecodecs.jpegxl_encode(image, lossless=quality >= 100, level=quality))

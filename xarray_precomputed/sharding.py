@@ -1,0 +1,260 @@
+"""The ``neuroglancer_uint64_sharded_v1`` format: chunk ids, hashing, shard files.
+
+Spec sections 4 and 5. Chunk ids are compressed Morton codes of the grid cell;
+``chunk_id >> preshift_bits`` is hashed, its low bits pick the minishard and the
+next bits the shard. A shard file is a fixed-size shard index followed by chunk
+data and minishard indexes at explicit offsets.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+
+import mmh3
+import numpy as np
+
+from .codecs.compression import gzip_compress, gzip_decompress
+from .errors import CorruptDataError
+from .metadata import ShardingSpec, compressed_morton_bits
+
+_U64 = np.uint64
+_MASK64 = (1 << 64) - 1
+
+
+def morton_bit_dims(grid_shape: Sequence[int]) -> list[int]:
+    """The axis (0, 1, 2) that supplies each bit of the compressed Morton code, LSB first.
+
+    >>> morton_bit_dims((5, 3, 8))
+    [0, 1, 2, 0, 1, 2, 0, 2]
+    """
+    bits = compressed_morton_bits(grid_shape)
+    return [d for i in range(max(bits, default=0)) for d in range(3) if i < bits[d]]
+
+
+def morton_encode(cells: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
+    """Compressed Morton codes of grid cells (``cells``: int array of shape (n, 3)).
+
+    >>> morton_encode(np.array([[3, 1, 2]]), (5, 3, 8))
+    array([43], dtype=uint64)
+    """
+    cells = np.asarray(cells, dtype=_U64).reshape(-1, 3)
+    out = np.zeros(len(cells), dtype=_U64)
+    per_dim = [0, 0, 0]
+    for j, d in enumerate(morton_bit_dims(grid_shape)):
+        bit = (cells[:, d] >> _U64(per_dim[d])) & _U64(1)
+        out |= bit << _U64(j)
+        per_dim[d] += 1
+    return out
+
+
+def morton_decode(ids: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
+    """Grid cells (n, 3) of compressed Morton codes; inverse of :func:`morton_encode`.
+
+    >>> morton_decode(np.array([43], dtype=np.uint64), (5, 3, 8)).tolist()
+    [[3, 1, 2]]
+    """
+    ids = np.asarray(ids, dtype=_U64).reshape(-1)
+    out = np.zeros((len(ids), 3), dtype=_U64)
+    per_dim = [0, 0, 0]
+    for j, d in enumerate(morton_bit_dims(grid_shape)):
+        out[:, d] |= ((ids >> _U64(j)) & _U64(1)) << _U64(per_dim[d])
+        per_dim[d] += 1
+    return out.astype(np.int64)
+
+
+def _murmur64(value: int) -> int:
+    return mmh3.hash64(struct.pack("<Q", value), seed=0, x64arch=False)[0] & _MASK64
+
+
+def hash_ids(ids: np.ndarray, spec: ShardingSpec) -> np.ndarray:
+    """The hashed, pre-shifted chunk ids that select minishard and shard."""
+    ids = np.asarray(ids, dtype=_U64)
+    shifted = ids >> _U64(spec.preshift_bits) if spec.preshift_bits < 64 else np.zeros_like(ids)
+    if spec.hash == "identity":
+        return shifted
+    return np.array([_murmur64(int(v)) for v in shifted], dtype=_U64)
+
+
+def shard_and_minishard(ids: np.ndarray, spec: ShardingSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Shard number and minishard number of each chunk id (spec 4.2).
+
+    >>> spec = ShardingSpec(preshift_bits=1, hash="identity", minishard_bits=2, shard_bits=3)
+    >>> [a.tolist() for a in shard_and_minishard(np.array([43], dtype=np.uint64), spec)]
+    [[5], [1]]
+    """
+    h = hash_ids(ids, spec)
+    minishard = h & _U64((1 << spec.minishard_bits) - 1)
+    shard = (h >> _U64(spec.minishard_bits)) & _U64((1 << spec.shard_bits) - 1)
+    return shard, minishard
+
+
+def shard_key(shard: int, spec: ShardingSpec) -> str:
+    """Object name of a shard (spec 4.3).
+
+    >>> shard_key(10, ShardingSpec(preshift_bits=0, hash="identity", minishard_bits=0, shard_bits=9))
+    '00a.shard'
+    """
+    width = -(-spec.shard_bits // 4)
+    return f"{int(shard):0{width}x}.shard"
+
+
+def shard_index_size(spec: ShardingSpec) -> int:
+    return 16 << spec.minishard_bits
+
+
+def _box_after(grid_shape: Sequence[int], nbits: int) -> tuple[int, int, int]:
+    k = [0, 0, 0]
+    for d in morton_bit_dims(grid_shape)[:nbits]:
+        k[d] += 1
+    return tuple(min(int(grid_shape[d]), 1 << k[d]) for d in range(3))  # type: ignore[return-value]
+
+
+def shard_box_chunks(grid_shape: Sequence[int], spec: ShardingSpec) -> tuple[int, int, int] | None:
+    """Shape in chunks of the axis-aligned box each shard holds, or ``None`` if shards
+    are not boxes (murmurhash, or too few bits so boxes alias) (spec 5.1).
+
+    >>> spec = ShardingSpec(preshift_bits=1, hash="identity", minishard_bits=2, shard_bits=5)
+    >>> shard_box_chunks((5, 3, 8), spec)
+    (2, 2, 2)
+    """
+    total = len(morton_bit_dims(grid_shape))
+    if (
+        spec.hash != "identity"
+        or total > spec.preshift_bits + spec.minishard_bits + spec.shard_bits
+    ):
+        return None
+    return _box_after(grid_shape, min(spec.preshift_bits + spec.minishard_bits, total))
+
+
+def minishard_box_chunks(
+    grid_shape: Sequence[int], spec: ShardingSpec
+) -> tuple[int, int, int] | None:
+    """Shape in chunks of the box each minishard holds (identity hash only)."""
+    if shard_box_chunks(grid_shape, spec) is None:
+        return None
+    total = len(morton_bit_dims(grid_shape))
+    return _box_after(grid_shape, min(spec.preshift_bits, total))
+
+
+# -- reading -----------------------------------------------------------------
+
+
+def parse_shard_index(data: bytes, spec: ShardingSpec, where: str) -> np.ndarray:
+    """The shard index as an (n_minishards, 2) array of absolute [start, end) byte offsets."""
+    n = 1 << spec.minishard_bits
+    if len(data) != 16 * n:
+        raise CorruptDataError(
+            f"{where}: shard index is {len(data)} bytes, expected {16 * n} (truncated shard?)"
+        )
+    index = np.frombuffer(data, dtype="<u8").reshape(n, 2).astype(_U64)
+    if np.any(index[:, 1] < index[:, 0]):
+        bad = int(np.argmax(index[:, 1] < index[:, 0]))
+        raise CorruptDataError(f"{where}: minishard {bad} index has end before start")
+    return index + _U64(16 * n)
+
+
+def decode_minishard_index(
+    data: bytes, spec: ShardingSpec, where: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode a minishard index into sorted (chunk ids, start offsets, end offsets).
+
+    Offsets are absolute within the shard file.
+    """
+    if spec.minishard_index_encoding == "gzip":
+        data = gzip_decompress(data, None, f"{where} minishard index")
+    if len(data) % 24:
+        raise CorruptDataError(
+            f"{where}: minishard index is {len(data)} bytes, not a multiple of 24"
+        )
+    a = np.frombuffer(data, dtype="<u8").reshape(3, -1).astype(_U64)
+    with np.errstate(over="ignore"):
+        ids = np.cumsum(a[0], dtype=_U64)
+        sizes = a[2]
+        ends_before = np.concatenate([[_U64(0)], np.cumsum(sizes, dtype=_U64)[:-1]])
+        starts = _U64(shard_index_size(spec)) + np.cumsum(a[1], dtype=_U64) + ends_before
+        ends = starts + sizes
+    if len(ids) > 1 and np.any(ids[1:] < ids[:-1]):
+        order = np.argsort(ids, kind="stable")
+        ids, starts, ends = ids[order], starts[order], ends[order]
+    return ids, starts, ends
+
+
+def lookup(
+    ids: np.ndarray, index: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Find chunk ids in a decoded minishard index: (found mask, starts, ends)."""
+    mids, starts, ends = index
+    if len(mids) == 0:
+        z = np.zeros(len(ids), dtype=_U64)
+        return np.zeros(len(ids), dtype=bool), z, z
+    pos = np.searchsorted(mids, ids)
+    pos_c = np.minimum(pos, len(mids) - 1)
+    found = mids[pos_c] == ids
+    return found, starts[pos_c], ends[pos_c]
+
+
+def decode_chunk_data(data: bytes, spec: ShardingSpec, max_size: int, where: str) -> bytes:
+    """Undo the shard's ``data_encoding`` of one chunk."""
+    if spec.data_encoding == "gzip":
+        return gzip_decompress(data, max_size, where)
+    return data
+
+
+# -- writing -----------------------------------------------------------------
+
+
+def encode_shard(chunks: Mapping[int, bytes], spec: ShardingSpec) -> bytes:
+    """Assemble a shard file from ``{chunk_id: encoded chunk bytes}``.
+
+    Chunk bytes are the scale-encoded chunks; ``data_encoding`` is applied here.
+    Layout as tensorstore writes it: shard index, then per minishard (ascending)
+    its chunks in ascending id order followed by its minishard index.
+
+    >>> spec = ShardingSpec(preshift_bits=0, hash="identity", minishard_bits=0, shard_bits=0)
+    >>> len(encode_shard({0: b"ab", 1: b"c"}, spec))
+    91
+    """
+    ids = np.array(sorted(chunks), dtype=_U64)
+    _, minishards = shard_and_minishard(ids, spec)
+    n = 1 << spec.minishard_bits
+    header = np.zeros((n, 2), dtype="<u8")
+    parts: list[bytes] = []
+    offset = 0  # relative to the end of the shard index
+    for m in np.unique(minishards):
+        sel = ids[minishards == m]
+        blobs = [_encode_data(chunks[int(i)], spec) for i in sel]
+        sizes = np.array([len(b) for b in blobs], dtype="<u8")
+        table = np.zeros((3, len(sel)), dtype="<u8")
+        table[0] = np.diff(sel, prepend=_U64(0))
+        table[1, 0] = offset
+        table[2] = sizes
+        parts.extend(blobs)
+        offset += int(sizes.sum())
+        index_bytes = table.tobytes()
+        if spec.minishard_index_encoding == "gzip":
+            index_bytes = gzip_compress(index_bytes)
+        header[int(m)] = (offset, offset + len(index_bytes))
+        parts.append(index_bytes)
+        offset += len(index_bytes)
+    return header.tobytes() + b"".join(parts)
+
+
+def _encode_data(data: bytes, spec: ShardingSpec) -> bytes:
+    return gzip_compress(data) if spec.data_encoding == "gzip" else bytes(data)
+
+
+def read_shard_chunks(shard: bytes, spec: ShardingSpec, where: str) -> Iterable[tuple[int, bytes]]:
+    """Every (chunk id, stored chunk bytes) in a whole shard file, data_encoding undone."""
+    size = shard_index_size(spec)
+    index = parse_shard_index(shard[:size], spec, where)
+    for m, (start, end) in enumerate(index):
+        if start == end:
+            continue
+        if end > len(shard):
+            raise CorruptDataError(f"{where}: minishard {m} index lies beyond the end of the shard")
+        ids, starts, ends = decode_minishard_index(shard[int(start) : int(end)], spec, where)
+        for i, s, e in zip(ids, starts, ends):
+            if e > len(shard) or s > e:
+                raise CorruptDataError(f"{where}: chunk {int(i)} lies beyond the end of the shard")
+            yield int(i), decode_chunk_data(shard[int(s) : int(e)], spec, None, where)

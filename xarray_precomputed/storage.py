@@ -1,0 +1,291 @@
+"""Byte storage over fsspec: whole objects, byte ranges, atomic puts.
+
+A :class:`Store` is small and picklable (a URL and storage options); the fsspec
+filesystem is created lazily in each process. Missing objects read as ``None``;
+any other failure becomes a :class:`~xarray_precomputed.errors.StorageError`
+naming the object.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import threading
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePath
+from typing import Any
+
+import fsspec
+
+from .errors import StorageError
+
+_PREFIX = "precomputed://"
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def io_pool() -> ThreadPoolExecutor:
+    """A process-wide pool for blocking reads and GIL-releasing decodes."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(
+                max_workers=max(4, 2 * (os.cpu_count() or 2)), thread_name_prefix="precomputed"
+            )
+        return _executor
+
+
+def normalize_url(url: str | os.PathLike) -> str:
+    """Canonical form of a volume URL: no ``precomputed://`` prefix, no trailing ``/``.
+
+    Local paths become absolute paths; other URLs keep their protocol.
+
+    >>> normalize_url("precomputed://gs://bucket/vol/")
+    'gs://bucket/vol'
+    """
+    if isinstance(url, PurePath):
+        url = str(url)
+    url = os.fspath(url)
+    if url.startswith(_PREFIX):
+        url = url[len(_PREFIX) :]
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    if "://" not in url:
+        return str(Path(url).expanduser().absolute()).rstrip("/") or "/"
+    return url.rstrip("/")
+
+
+def _decompress_suffixed(data: bytes, suffix: str) -> bytes:
+    if suffix == ".gz":
+        return gzip.decompress(data)
+    import brotli  # only needed for cloud-files' .br files
+
+    return brotli.decompress(data)
+
+
+class Store:
+    """Objects under one URL prefix.
+
+    >>> import tempfile
+    >>> s = Store(tempfile.mkdtemp())
+    >>> s.put("a/b", b"xyz"); s.get("a/b"), s.get_range("a/b", 1, 3), s.get("missing")
+    (b'xyz', b'yz', None)
+    """
+
+    def __init__(self, url: str | os.PathLike, storage_options: dict[str, Any] | None = None):
+        self.url = normalize_url(url)
+        self.storage_options = dict(storage_options or {})
+        self._fs: fsspec.AbstractFileSystem | None = None
+        self._root: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["storage_options"])
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.url
+
+    def _connect(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        if self._fs is None:
+            try:
+                fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            except Exception as e:  # bad protocol, missing credentials, ...
+                raise StorageError(f"cannot open storage at {self.url}: {e}") from e
+            self._fs, self._root = fs, root.rstrip("/")
+        return self._fs, self._root  # type: ignore[return-value]
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return self._connect()[0]
+
+    def path(self, key: str) -> str:
+        """Full path of ``key`` for the filesystem (``..`` components resolved)."""
+        root = self._connect()[1] if not self.is_local else self.url
+        parts = root.split("/") if root else []
+        for p in key.split("/"):
+            if p == "..":
+                if parts:
+                    parts.pop()
+            elif p and p != ".":
+                parts.append(p)
+        joined = "/".join(parts)
+        if self.is_local or root.startswith("/"):
+            return "/" + joined.lstrip("/")
+        return joined
+
+    def url_of(self, key: str) -> str:
+        """A human-readable location for error messages."""
+        return f"{self.url}/{key}"
+
+    def child(self, key: str) -> Store:
+        """A store rooted at ``key`` below this one."""
+        s = Store.__new__(Store)
+        s.url = self.url + "/" + key.strip("/")
+        s.storage_options = self.storage_options
+        s._fs, s._root = self._fs, (None if self._root is None else self._root + "/" + key)
+        return s
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        """The whole object, or ``None`` when it does not exist."""
+        if self.is_local:
+            path = self.path(key)
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                pass
+            except OSError as e:
+                raise StorageError(f"cannot read {path}: {e}") from e
+            # cloud-files stores compressed local chunks with a suffix (spec 2.4).
+            for suffix in (".gz", ".br"):
+                try:
+                    with open(path + suffix, "rb") as f:
+                        data = f.read()
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                try:
+                    return _decompress_suffixed(data, suffix)
+                except Exception as e:
+                    raise StorageError(f"cannot decompress {path + suffix}: {e}") from e
+            return None
+        fs = self.fs
+        path = self.path(key)
+        try:
+            return fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+        except Exception as e:
+            raise StorageError(f"cannot read {self.url_of(key)}: {e}") from e
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Several whole objects, fetched concurrently on remote stores."""
+        if self.is_local or len(keys) < 2:
+            return [self.get(k) for k in keys]
+        fs = self.fs
+        paths = [self.path(k) for k in keys]
+        try:
+            results = fs.cat(paths, on_error="return")
+        except Exception as e:
+            raise StorageError(f"cannot read {self.url_of(keys[0])} and others: {e}") from e
+        out: list[bytes | None] = []
+        for key, path in zip(keys, paths):
+            r = results.get(path) if isinstance(results, dict) else None
+            if r is None or isinstance(r, FileNotFoundError):
+                out.append(None)
+            elif isinstance(r, Exception):
+                raise StorageError(f"cannot read {self.url_of(key)}: {r}") from r
+            else:
+                out.append(r)
+        return out
+
+    def get_range(self, key: str, start: int, end: int) -> bytes | None:
+        """Bytes ``[start, end)`` of an object (fewer if it is shorter), ``None`` if missing."""
+        return self.get_ranges([(key, start, end)])[0]
+
+    def get_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
+        """Several byte ranges at once, fetched concurrently."""
+        if not requests:
+            return []
+        if self.is_local:
+            # Sequential: callers already run in the pool, and page-cache reads are quick.
+            return [self._local_range(*r) for r in requests]
+        fs = self.fs
+        paths = [self.path(k) for k, _, _ in requests]
+        starts = [s for _, s, _ in requests]
+        ends = [e for _, _, e in requests]
+        try:
+            if len(requests) == 1:
+                try:
+                    results: list[Any] = [fs.cat_file(paths[0], start=starts[0], end=ends[0])]
+                except FileNotFoundError:
+                    results = [None]
+            else:
+                results = fs.cat_ranges(paths, starts, ends, on_error="return")
+        except Exception as e:
+            raise StorageError(f"cannot read ranges of {self.url_of(requests[0][0])}: {e}") from e
+        out: list[bytes | None] = []
+        for (key, start, end), r in zip(requests, results):
+            if r is None or isinstance(r, FileNotFoundError):
+                out.append(None)
+            elif isinstance(r, Exception):
+                raise StorageError(f"cannot read {self.url_of(key)}[{start}:{end}]: {r}") from r
+            else:
+                if len(r) > end - start:
+                    # The server ignored the Range header and sent the whole object.
+                    r = r[start:end]
+                out.append(r)
+        return out
+
+    def _local_range(self, key: str, start: int, end: int) -> bytes | None:
+        path = self.path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            raise StorageError(f"cannot read {path}: {e}") from e
+        try:
+            return os.pread(fd, end - start, start)
+        finally:
+            os.close(fd)
+
+    def exists(self, key: str) -> bool:
+        if self.is_local:
+            return os.path.exists(self.path(key))
+        try:
+            return self.fs.exists(self.path(key))
+        except Exception as e:
+            raise StorageError(f"cannot reach {self.url_of(key)}: {e}") from e
+
+    # -- writes --------------------------------------------------------------
+
+    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+        """Store an object atomically: readers see the old object or the new, never a mix."""
+        path = self.path(key)
+        if self.is_local:
+            directory = os.path.dirname(path)
+            tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+            try:
+                os.makedirs(directory, exist_ok=True)
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except OSError as e:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise StorageError(f"cannot write {path}: {e}") from e
+            return
+        try:
+            # One request: object stores publish it whole or not at all.
+            self.fs.pipe_file(path, bytes(data))
+        except Exception as e:
+            raise StorageError(f"cannot write {self.url_of(key)}: {e}") from e
+        self.fs.invalidate_cache(path)
+
+    def delete(self, key: str) -> None:
+        """Remove an object if it exists."""
+        path = self.path(key)
+        if self.is_local:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            return
+        try:
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            pass
+        except Exception as e:
+            raise StorageError(f"cannot delete {self.url_of(key)}: {e}") from e
