@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from .sharding import (
 )
 from .storage import Store, io_pool
 
-AxisSel = Union[slice, np.ndarray]
+AxisSel = slice | np.ndarray
 # Ranges closer than this are fetched in one request; larger gaps cost more than a request.
 _MERGE_GAP = 1 << 20
 _REMOTE_BATCH = 64
