@@ -45,5 +45,8 @@ def gzip_decompress(data: bytes, max_size: int | None, where: str) -> bytes:
 
 
 def gzip_compress(data: bytes, level: int = 2) -> bytes:
-    """gzip with ISA-L (levels 0-3): much faster than zlib, readable by every peer."""
-    return igzip.compress(data, compresslevel=level)
+    """gzip with ISA-L (levels 0-3): much faster than zlib, readable by every peer.
+
+    ``mtime=0`` keeps the output deterministic: the same data gives the same bytes.
+    """
+    return igzip.compress(data, compresslevel=level, mtime=0)
