@@ -9,7 +9,7 @@ data and minishard indexes at explicit offsets.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import mmh3
 import numpy as np
@@ -208,40 +208,82 @@ def encode_shard(chunks: Mapping[int, bytes], spec: ShardingSpec) -> bytes:
     """Assemble a shard file from ``{chunk_id: encoded chunk bytes}``.
 
     Chunk bytes are the scale-encoded chunks; ``data_encoding`` is applied here.
-    Layout as tensorstore writes it: shard index, then per minishard (ascending)
-    its chunks in ascending id order followed by its minishard index.
 
     >>> spec = ShardingSpec(preshift_bits=0, hash="identity", minishard_bits=0, shard_bits=0)
     >>> len(encode_shard({0: b"ab", 1: b"c"}, spec))
     91
     """
-    ids = np.array(sorted(chunks), dtype=_U64)
+    entries = [(i, lambda b=b: encode_chunk_data(b, spec)) for i, b in chunks.items()]
+    return bytes(assemble_shard(entries, spec) or b"")
+
+
+def encode_chunk_data(data: bytes, spec: ShardingSpec) -> bytes:
+    """Apply the shard's ``data_encoding`` to one encoded chunk."""
+    return gzip_compress(data) if spec.data_encoding == "gzip" else data
+
+
+def assemble_shard(
+    entries: Sequence[tuple[int, Callable[[], bytes | memoryview | None]]], spec: ShardingSpec
+) -> bytearray | None:
+    """Build a shard file, producing each chunk's bytes only when it is appended.
+
+    ``entries`` pairs chunk ids with callables returning the chunk's stored bytes
+    (``data_encoding`` already applied) or ``None`` to leave the chunk out. Chunks
+    are laid out as tensorstore does: the shard index, then per minishard
+    (ascending) its chunks by ascending id, followed by its minishard index. Bytes
+    are appended as they are produced, so memory stays near the shard's size.
+    Returns ``None`` when no chunk remains (an empty shard is never written).
+    """
+    if not entries:
+        return None
+    ids = np.array([e[0] for e in entries], dtype=_U64)
     _, minishards = shard_and_minishard(ids, spec)
-    n = 1 << spec.minishard_bits
-    header = np.zeros((n, 2), dtype="<u8")
-    parts: list[bytes] = []
-    offset = 0  # relative to the end of the shard index
-    for m in np.unique(minishards):
-        sel = ids[minishards == m]
-        blobs = [_encode_data(chunks[int(i)], spec) for i in sel]
-        sizes = np.array([len(b) for b in blobs], dtype="<u8")
-        table = np.zeros((3, len(sel)), dtype="<u8")
-        table[0] = np.diff(sel, prepend=_U64(0))
-        table[1, 0] = offset
+    order = np.lexsort((ids, minishards))
+    if len(ids) > 1 and np.any(
+        (ids[order][1:] == ids[order][:-1]) & (minishards[order][1:] == minishards[order][:-1])
+    ):
+        raise ValueError("duplicate chunk ids in one shard")
+    isize = shard_index_size(spec)
+    out = bytearray(isize)
+    header = np.zeros(((1 << spec.minishard_bits), 2), dtype="<u8")
+    current: list = [None, [], [], []]  # minishard, ids, relative starts, sizes
+
+    def flush() -> None:
+        m, m_ids, m_starts, m_sizes = current
+        if m is None or not m_ids:
+            return
+        table = np.zeros((3, len(m_ids)), dtype="<u8")
+        idv = np.array(m_ids, dtype=_U64)
+        table[0] = np.diff(idv, prepend=_U64(0))
+        starts = np.array(m_starts, dtype=_U64)
+        sizes = np.array(m_sizes, dtype=_U64)
+        prev_ends = np.concatenate([[_U64(0)], starts[:-1] + sizes[:-1]])
+        table[1] = starts - prev_ends
         table[2] = sizes
-        parts.extend(blobs)
-        offset += int(sizes.sum())
         index_bytes = table.tobytes()
         if spec.minishard_index_encoding == "gzip":
             index_bytes = gzip_compress(index_bytes)
-        header[int(m)] = (offset, offset + len(index_bytes))
-        parts.append(index_bytes)
-        offset += len(index_bytes)
-    return header.tobytes() + b"".join(parts)
+        rel = len(out) - isize
+        header[m] = (rel, rel + len(index_bytes))
+        out.extend(index_bytes)
 
-
-def _encode_data(data: bytes, spec: ShardingSpec) -> bytes:
-    return gzip_compress(data) if spec.data_encoding == "gzip" else bytes(data)
+    for i in order:
+        blob = entries[i][1]()
+        if blob is None:
+            continue
+        m = int(minishards[i])
+        if m != current[0]:
+            flush()
+            current[:] = [m, [], [], []]
+        current[1].append(int(ids[i]))
+        current[2].append(len(out) - isize)
+        current[3].append(len(blob))
+        out.extend(blob)
+    flush()
+    if len(out) == isize:
+        return None
+    out[:isize] = header.tobytes()
+    return out
 
 
 def read_shard_chunks(shard: bytes, spec: ShardingSpec, where: str) -> Iterable[tuple[int, bytes]]:
