@@ -2,8 +2,10 @@
 
 >>> import xarray as xr
 >>> # ds = xr.open_dataset("gs://bucket/volume", engine="precomputed", chunks={})
+>>> # xp.to_precomputed(result, "s3://bucket/out", encoding="compressed_segmentation")
 """
 
+from . import accessor as _accessor  # registers .precomputed
 from .backend import PrecomputedBackendEntrypoint, open_info
 from .errors import (
     ChunkNotFoundError,
@@ -18,6 +20,8 @@ from .errors import (
     WriteError,
 )
 from .metadata import Scale, ShardingSpec, VolumeInfo
+from .pyramid import downsample
+from .writer import auto_sharding, to_precomputed
 
 __version__ = "0.1.0"
 
@@ -36,5 +40,10 @@ __all__ = [
     "VolumeExistsError",
     "VolumeInfo",
     "WriteError",
+    "auto_sharding",
+    "downsample",
     "open_info",
+    "to_precomputed",
 ]
+
+del _accessor

@@ -103,38 +103,56 @@ def shard_index_size(spec: ShardingSpec) -> int:
     return 16 << spec.minishard_bits
 
 
-def _box_after(grid_shape: Sequence[int], nbits: int) -> tuple[int, int, int]:
+def _aligned_box(grid_shape: Sequence[int], lo: int, hi: int) -> tuple[int, int, int] | None:
+    """Box shape of the chunk sets that share Morton bits ``[lo, hi)`` (identity hash).
+
+    Bits below ``lo`` vary inside a set and bits from ``hi`` up are dropped (aliased).
+    Per axis, the set is an interval iff no varying bit lies above a fixed one, i.e. the
+    axis has no fixed bit or no dropped bit; axes without fixed bits span the grid.
+    """
     k = [0, 0, 0]
-    for d in morton_bit_dims(grid_shape)[:nbits]:
-        k[d] += 1
-    return tuple(min(int(grid_shape[d]), 1 << k[d]) for d in range(3))  # type: ignore[return-value]
+    fixed = [False, False, False]
+    dropped = [False, False, False]
+    for j, d in enumerate(morton_bit_dims(grid_shape)):
+        if j < lo:
+            k[d] += 1
+        elif j < hi:
+            fixed[d] = True
+        else:
+            dropped[d] = True
+    if any(f and a for f, a in zip(fixed, dropped)):
+        return None
+    return tuple(  # type: ignore[return-value]
+        min(int(grid_shape[d]), 1 << k[d]) if fixed[d] else int(grid_shape[d]) for d in range(3)
+    )
 
 
 def shard_box_chunks(grid_shape: Sequence[int], spec: ShardingSpec) -> tuple[int, int, int] | None:
     """Shape in chunks of the axis-aligned box each shard holds, or ``None`` if shards
     are not boxes (murmurhash, or too few bits so boxes alias) (spec 5.1).
 
+    Besides TS's rule (identity hash and ``sum(bits) <= preshift + minishard + shard``)
+    this also recognises aliasing that still leaves boxes, e.g. ``shard_bits = 0``
+    (one shard holds the whole grid).
+
     >>> spec = ShardingSpec(preshift_bits=1, hash="identity", minishard_bits=2, shard_bits=5)
     >>> shard_box_chunks((5, 3, 8), spec)
     (2, 2, 2)
     """
-    total = len(morton_bit_dims(grid_shape))
-    if (
-        spec.hash != "identity"
-        or total > spec.preshift_bits + spec.minishard_bits + spec.shard_bits
-    ):
+    if spec.hash != "identity":
         return None
-    return _box_after(grid_shape, min(spec.preshift_bits + spec.minishard_bits, total))
+    n = spec.preshift_bits + spec.minishard_bits
+    return _aligned_box(grid_shape, n, n + spec.shard_bits)
 
 
 def minishard_box_chunks(
     grid_shape: Sequence[int], spec: ShardingSpec
 ) -> tuple[int, int, int] | None:
     """Shape in chunks of the box each minishard holds (identity hash only)."""
-    if shard_box_chunks(grid_shape, spec) is None:
+    if spec.hash != "identity":
         return None
-    total = len(morton_bit_dims(grid_shape))
-    return _box_after(grid_shape, min(spec.preshift_bits, total))
+    n = spec.preshift_bits + spec.minishard_bits + spec.shard_bits
+    return _aligned_box(grid_shape, spec.preshift_bits, n)
 
 
 # -- reading -----------------------------------------------------------------
@@ -210,8 +228,8 @@ def encode_shard(chunks: Mapping[int, bytes], spec: ShardingSpec) -> bytes:
     Chunk bytes are the scale-encoded chunks; ``data_encoding`` is applied here.
 
     >>> spec = ShardingSpec(preshift_bits=0, hash="identity", minishard_bits=0, shard_bits=0)
-    >>> len(encode_shard({0: b"ab", 1: b"c"}, spec))
-    91
+    >>> len(encode_shard({0: b"ab", 1: b"c"}, spec))  # 16 index + 3 data + 2 * 24 minishard index
+    67
     """
     entries = [(i, lambda b=b: encode_chunk_data(b, spec)) for i, b in chunks.items()]
     return bytes(assemble_shard(entries, spec) or b"")
