@@ -64,6 +64,33 @@ class CompressedSegmentationCodec(Codec):
             raise CorruptDataError(
                 f"{where}: compressed_segmentation block points beyond the end of the chunk"
             )
+        # The decoder looks every index up in the block's table without a bounds check,
+        # so an index past the end of the stream would read foreign memory. Tables that
+        # could hold all 2**bits entries are safe; check the (few) others index by index.
+        suspect = np.flatnonzero(table + (np.left_shift(1, bits) * width) > n)
+        if len(suspect):
+            self._check_indexes(stream, shape, grid, suspect, table, bits, values, width, where)
+
+    def _check_indexes(self, stream, shape, grid, blocks, table, bits, values, width, where):
+        bs = self.block_size
+        px, py, pz = np.unravel_index(np.arange(bs[0] * bs[1] * bs[2]), bs, order="F")
+        for b in blocks:
+            nbits = int(bits[b])
+            if nbits == 0:
+                continue  # index 0 only, checked above
+            cell = (b % grid[0], b // grid[0] % grid[1], b // (grid[0] * grid[1]))
+            valid = (
+                (px < shape[0] - cell[0] * bs[0])
+                & (py < shape[1] - cell[1] * bs[1])
+                & (pz < shape[2] - cell[2] * bs[2])
+            )
+            pos = np.flatnonzero(valid) * nbits
+            words = stream[int(values[b]) + (pos >> 5)].astype(np.uint64)
+            idx = (words >> (pos & 31).astype(np.uint64)) & np.uint64((1 << nbits) - 1)
+            if int(table[b]) + (int(idx.max()) + 1) * width > len(stream):
+                raise CorruptDataError(
+                    f"{where}: compressed_segmentation block {b} indexes beyond its value table"
+                )
 
     def encode(self, array: np.ndarray) -> bytes:
         nc = array.shape[3]
