@@ -63,13 +63,13 @@ def downsample(
     updated for the new scale, so it can be written with ``to_precomputed``.
 
     >>> import numpy as np, xarray as xr
-    >>> a = xr.DataArray(np.arange(16, dtype="uint8").reshape(4, 4, 1, 1),
+    >>> a = xr.DataArray(np.arange(32, dtype="uint8").reshape(4, 4, 2, 1),
     ...                  dims=("x", "y", "z", "channel"), name="image",
     ...                  coords={"x": np.arange(4) * 4.0 + 2, "y": np.arange(4) * 4.0 + 2,
-    ...                          "z": [20.0]})
+    ...                          "z": [20.0, 60.0]})
     >>> small = downsample(a, (2, 2, 1))
     >>> small.sizes["x"], float(small.x[0]), int(small[0, 0, 0, 0])
-    (2, 4.0, 2)
+    (2, 4.0, 5)
     """
     from .writer import DIMS, _data_array, _geometry
 

@@ -69,6 +69,13 @@ class JpegCodec(ImageCodec):
     lossy = True
 
     def _decode_image(self, data: bytes) -> np.ndarray:
+        # libjpeg only warns about a truncated stream and pads the image with grey;
+        # tensorstore rejects it ("Premature end of JPEG file"), and so do we. Markers
+        # cannot occur inside entropy-coded data, so a complete stream has an
+        # end-of-image marker after its last start-of-scan marker.
+        data = bytes(data)
+        if data.find(b"\xff\xd9", data.rfind(b"\xff\xda")) < 0:
+            raise ValueError("truncated JPEG stream (no end-of-image marker after the last scan)")
         return imagecodecs.jpeg8_decode(data)
 
     def _encode_image(self, image: np.ndarray) -> bytes:
