@@ -268,8 +268,10 @@ class Store:
                 raise StorageError(f"cannot write {path}: {e}") from e
             return
         try:
-            # One request: object stores publish it whole or not at all.
-            self.fs.pipe_file(path, bytes(data))
+            # One request: object stores publish it whole or not at all. A bytearray
+            # is passed as is, so a shard is not copied once more before upload.
+            payload = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+            self.fs.pipe_file(path, payload)
         except Exception as e:
             raise StorageError(f"cannot write {self.url_of(key)}: {e}") from e
         self.fs.invalidate_cache(path)
