@@ -95,8 +95,13 @@ class Store:
 
     def _connect(self) -> tuple[fsspec.AbstractFileSystem, str]:
         if self._fs is None:
+            options = dict(self.storage_options)
+            if self.url.startswith(("s3://", "s3a://")):
+                # s3fs otherwise sends a HEAD before each whole-object GET (to split big
+                # objects); our objects are chunks and shards, read in parallel already.
+                options.setdefault("max_concurrency", 1)
             try:
-                fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+                fs, root = fsspec.core.url_to_fs(self.url, **options)
             except Exception as e:  # bad protocol, missing credentials, ...
                 raise StorageError(f"cannot open storage at {self.url}: {e}") from e
             self._fs, self._root = fs, root.rstrip("/")
