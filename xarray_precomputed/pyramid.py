@@ -10,6 +10,7 @@ repeating the edge voxel (``mode``, ``min``, ``max``, ``stride``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import dask.array as da
@@ -40,6 +41,37 @@ def _mode(a: np.ndarray, axis: tuple[int, ...] | None = None) -> np.ndarray:
     # the value at the end of the longest run; argmax picks the first maximum
     best = np.argmax(run, axis=1)
     return flat[np.arange(len(flat)), best].reshape(out_shape)
+
+
+def _masked_mode_block(block: np.ndarray, factors, real, block_info=None) -> np.ndarray:
+    """``_mode`` over bins of ``factors`` voxels of an (x, y, z, c) block, counting only
+    voxels inside ``real`` (per axis ``[start, stop)`` of the padded array)."""
+    loc = block_info[0]["array-location"]
+    valid = np.ones(block.shape[:3], dtype=bool)
+    for d in range(3):
+        pos = np.arange(loc[d][0], loc[d][1])
+        shape = [1, 1, 1]
+        shape[d] = len(pos)
+        valid &= ((pos >= real[d][0]) & (pos < real[d][1])).reshape(shape)
+    n = [block.shape[d] // factors[d] for d in range(3)]
+    c = block.shape[3]
+    split = (n[0], factors[0], n[1], factors[1], n[2], factors[2])
+    values = block.reshape(*split, c).transpose(0, 2, 4, 6, 1, 3, 5).reshape(-1, math.prod(factors))
+    mask = np.broadcast_to(
+        valid.reshape(split).transpose(0, 2, 4, 1, 3, 5)[:, :, :, None],
+        (*n, c, *factors),
+    ).reshape(values.shape)
+    order = np.lexsort((values, ~mask), axis=-1)  # valid voxels first, ascending
+    flat = np.take_along_axis(values, order, axis=1)
+    ok = np.take_along_axis(mask, order, axis=1)
+    width = flat.shape[1]
+    starts = np.ones_like(flat, dtype=bool)
+    starts[:, 1:] = flat[:, 1:] != flat[:, :-1]
+    idx = np.where(starts, np.arange(width), 0)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    run = np.where(ok, np.arange(width) - idx + 1, 0)
+    best = np.argmax(run, axis=1)
+    return flat[np.arange(len(flat)), best].reshape(*n, c)
 
 
 def _stride(a: np.ndarray, axis: tuple[int, ...] | None = None) -> np.ndarray:
@@ -119,6 +151,17 @@ def downsample(
             result = da.clip(da.round(sums), info.min, info.max).astype(data.dtype)
         else:
             result = sums.astype(data.dtype)
+    elif method == "mode" and any(lead + trail):
+        # Edge copies would count twice in the vote: mask them out (bins are whole per block).
+        padded = aligned(da.pad(data, pads, mode="edge"))
+        result = padded.map_blocks(
+            _masked_mode_block,
+            factors=factors,
+            real=tuple((lead[d], lead[d] + size[d]) for d in range(3)),
+            chunks=tuple(tuple(n // factors[d] for n in padded.chunks[d]) for d in range(3))
+            + (padded.chunks[3],),
+            dtype=data.dtype,
+        )
     else:
         padded = aligned(da.pad(data, pads, mode="edge") if any(lead + trail) else data)
         reducer = {"mode": _mode, "min": np.min, "max": np.max, "stride": _stride}[method]

@@ -170,8 +170,8 @@ def _data_array(obj: xr.Dataset | xr.DataArray, variable: Hashable | None) -> xr
             if len(preferred) != 1:
                 raise WriteError(f"the Dataset has several data variables {names}; pass variable=")
             name = preferred[0]
-        array = obj[name]
-        array.attrs = {**obj.attrs, **array.attrs}
+        # assign_attrs copies: the caller's Dataset must not be modified
+        array = obj[name].assign_attrs({**obj.attrs, **obj[name].attrs})
     else:
         raise WriteError(f"cannot write a {type(obj).__name__}; give a DataArray or Dataset")
     missing = [d for d in ("x", "y", "z") if d not in array.dims]
@@ -206,6 +206,10 @@ def _geometry(
                     f"coordinate {dim!r} is not uniformly increasing (steps {np.unique(steps)[:4]}); "
                     "precomputed volumes need a regular grid"
                 )
+            known = attrs.get("resolution")
+            if known is not None and math.isclose(float(known[d]), r, rel_tol=1e-6):
+                # coordinate differences carry rounding error: keep the exact attr value
+                r = float(known[d])
         elif "resolution" in attrs:
             r = float(attrs["resolution"][d])
         else:
@@ -304,6 +308,8 @@ def _make_scale(array: xr.DataArray, options: Mapping[str, Any], key: str | None
         raise WriteError(f"jpeg_quality must be in 0..100, got {jpeg_quality}")
     if png_level is not None and not 0 <= int(png_level) <= 9:
         raise WriteError(f"png_level must be in 0..9, got {png_level}")
+    if key is None and list(attrs.get("resolution", [])) == list(resolution):
+        key = attrs.get("scale_key")  # the key of the scale it was read from
     scale = Scale(
         key=key or _resolution_key(resolution),
         size=size,  # type: ignore[arg-type]
@@ -318,7 +324,9 @@ def _make_scale(array: xr.DataArray, options: Mapping[str, Any], key: str | None
     sharding = options["sharding"]
     if sharding == "auto" and options.get("chunk_size") is None and same_shape:
         # A volume read back from storage keeps its own layout unless told otherwise.
-        sharding = attrs.get("sharding", "auto") if "encoding" in attrs else "auto"
+        # The reader sets "url" and no "sharding" attr for an unsharded scale.
+        if "encoding" in attrs:
+            sharding = attrs.get("sharding", None if "url" in attrs else "auto")
     spec = _choose_sharding(scale, sharding, array.dtype.itemsize * array.shape[3], options)
     return replace(scale, sharding=spec)
 
