@@ -194,7 +194,8 @@ def _geometry(
     res: list[float] = []
     off: list[int] = []
     for d, dim in enumerate(DIMS[:3]):
-        coord = array.coords.get(dim)
+        # not coords.get(): it invents a 0..n-1 coordinate for a dim that has none
+        coord = array.coords[dim] if dim in array.coords else None
         values = None if coord is None else np.asarray(coord.values, dtype=np.float64)
         if resolution is not None:
             r = float(resolution[d])

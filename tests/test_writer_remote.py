@@ -1,0 +1,107 @@
+"""Writes outside the calling process: a multi-process ``distributed`` cluster writing to
+local disk, and writes to a real S3 server (moto, ``s3_server`` fixture) over HTTP."""
+
+from __future__ import annotations
+
+import os
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+
+import xarray_precomputed as xp
+
+try:  # tests/ may or may not become a package
+    from . import peers
+except ImportError:
+    import peers
+
+DIMS = ("x", "y", "z", "channel")
+RES = (4, 4, 40)
+
+
+def make_array(data, offset=(0, 0, 0), name="image"):
+    coords = {
+        dim: (offset[d] + np.arange(data.shape[d]) + 0.5) * RES[d] for d, dim in enumerate(DIMS[:3])
+    }
+    return xr.DataArray(data, dims=DIMS, coords=coords, name=name)
+
+
+def rand(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, 2**16, size=shape).astype(dtype)  # no zeros: every chunk stored
+
+
+def n_shards(size, chunk, spec) -> int:
+    grid = tuple(-(-s // c) for s, c in zip(size, chunk))
+    box = peers.shard_box_chunks(spec, grid)
+    return int(np.prod([-(-g // b) for g, b in zip(grid, box)]))
+
+
+def test_distributed_multiprocess_write_to_local_disk(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    size, chunk = (96, 80, 24), (16, 16, 8)
+    spec = peers.make_sharding(3, 0, 6)  # 2x2x2-chunk boxes
+    data = rand((*size, 2), "uint16", seed=1)
+    arr = make_array(da.from_array(data, chunks=(40, 24, 10, 2)), offset=(-16, 8, 3))
+    url = str(tmp_path / "v")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        with distributed.Client(cluster) as client:
+            with distributed.get_task_stream(client) as stream:
+                n = xp.to_precomputed(arr, url, chunk_size=chunk, sharding=spec)
+            workers = {t["worker"] for t in stream.data if "to-precomputed" in str(t["key"])}
+            pids = client.run(os.getpid)  # worker address -> process id
+            # the first region write too, through the accessor, with the cluster active
+            patch = rand((30, 20, 9, 2), "uint16", seed=2)
+            make_array(
+                da.from_array(patch, chunks=(7, 9, 4, 2)), offset=(-10, 20, 5)
+            ).precomputed.to_precomputed(url, mode="r+", region="auto")
+    shards = n_shards(size, chunk, spec)
+    assert n == shards == 3 * 3 * 2
+    # the write tasks ran in the worker processes, not here
+    assert workers and workers <= set(pids) and os.getpid() not in pids.values()
+    assert len(os.listdir(os.path.join(url, "4_4_40"))) == shards
+    data[6:36, 12:32, 2:11] = patch
+    np.testing.assert_array_equal(peers.tensorstore_read(url), data)
+    ds = xr.open_dataset(url, engine="precomputed")
+    np.testing.assert_array_equal(ds.image.values, data)
+
+
+@pytest.mark.parametrize("sharded", [True, False], ids=["sharded", "unsharded"])
+def test_write_to_s3_one_put_per_object(s3_server, sharded):
+    size, chunk = (64, 48, 20), (16, 16, 8)
+    spec = peers.make_sharding(3, 0, 4) if sharded else None
+    data = rand((*size, 1), "uint32", seed=3)
+    arr = make_array(
+        da.from_array(data, chunks=(20, 20, 7, 1)), offset=(5, -3, 0), name="segmentation"
+    )
+    url = s3_server.new_url("writer")
+    s3_server.reset_counts()
+    xp.to_precomputed(
+        arr,
+        url,
+        chunk_size=chunk,
+        sharding=spec,
+        encoding="compressed_segmentation",
+        storage_options=s3_server.storage_options,
+    )
+    requests = s3_server.requests()
+    puts = [r for r in requests if r[0] == "PUT"]
+    grid = tuple(-(-s // c) for s, c in zip(size, chunk))
+    objects = n_shards(size, chunk, spec) if sharded else int(np.prod(grid))
+    assert len(puts) == objects + 1  # every shard (or chunk) once, plus the info
+    assert len({p[1].split("?")[0] for p in puts}) == len(puts)
+    assert not [r for r in requests if r[0] == "POST"]  # no multipart uploads
+    fs = s3_server.fs()
+    prefix = url.removeprefix("s3://")
+    listed = sorted(p.removeprefix(prefix + "/") for p in fs.find(prefix))
+    assert len(listed) == objects + 1 and "info" in listed
+    assert not [p for p in listed if p.endswith(".tmp")]
+    ds = xr.open_dataset(url, engine="precomputed", storage_options=s3_server.storage_options)
+    np.testing.assert_array_equal(ds.segmentation.values, data)
+    assert ds.attrs["voxel_offset"] == [5, -3, 0]
+    if sharded:
+        assert all(p.endswith(".shard") for p in listed if p != "info")
