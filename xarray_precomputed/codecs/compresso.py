@@ -10,6 +10,8 @@ from .base import Codec
 
 _MAGIC = b"cpso"
 _HEADER = 36
+# Window integer type by the number of voxels in a window (xstep * ystep * zstep).
+_WINDOW_TYPES = ((8, "<u1"), (16, "<u2"), (32, "<u4"), (64, "<u8"))
 
 
 class CompressoCodec(Codec):
@@ -18,6 +20,7 @@ class CompressoCodec(Codec):
     name = "compresso"
 
     def decode(self, data: bytes, shape: tuple[int, int, int], where: str) -> np.ndarray:
+        data = bytes(data)
         if len(data) < _HEADER or data[:4] != _MAGIC:
             raise CorruptDataError(f"{where}: not a compresso stream (bad magic or too short)")
         try:
@@ -40,6 +43,7 @@ class CompressoCodec(Codec):
             or header["id_size"] < 1
         ):
             raise CorruptDataError(f"{where}: corrupt compresso header {header}")
+        self._check_windows(data, header, dims, steps, where)
         if not compresso.valid(data):
             raise CorruptDataError(f"{where}: compresso stream is truncated or corrupt")
         try:
@@ -48,6 +52,44 @@ class CompressoCodec(Codec):
             raise CorruptDataError(f"{where}: cannot decode compresso chunk ({e})") from e
         labels = np.asarray(labels).reshape(shape, order="F")
         return labels.view(self.dtype)[..., np.newaxis]
+
+    @staticmethod
+    def _check_windows(data: bytes, header, dims, steps, where: str) -> None:
+        """Check the run-length coded boundary windows before the decoder sees them.
+
+        compresso's decoder writes each decoded window without a bounds check and
+        looks it up in the window-value table the same way, so a corrupt windows
+        section overwrites memory. Layout: header, ids, window values, locations,
+        windows, and (format 1) a z index of ``2 * sz`` integers just wide enough
+        for ``2 * sx * sy`` at the end.
+        """
+        bits = steps[0] * steps[1] * steps[2]
+        window = np.dtype(next(t for n, t in _WINDOW_TYPES if bits <= n))
+        start = (
+            _HEADER
+            + (header["id_size"] + header["location_size"]) * header["data_width"]
+            + header["value_size"] * window.itemsize
+        )
+        end = len(data)
+        if header["format_version"] == 1:
+            z_width = next(n for n in (1, 2, 4, 8) if 2 * dims[0] * dims[1] < 256**n)
+            end -= 2 * z_width * dims[2]
+        if start > end:
+            raise CorruptDataError(f"{where}: compresso stream is shorter than its header says")
+        nblocks = 1
+        for d, s in zip(dims, steps):
+            nblocks *= -(-d // s)
+        rle = np.frombuffer(data, window, count=(end - start) // window.itemsize, offset=start)
+        rle = rle.astype(np.uint64)
+        run = (rle & np.uint64(1)).astype(bool)
+        # Zero runs advance the position, other entries write one window there.
+        advance = np.where(run, np.minimum(rle >> np.uint64(1), nblocks + 1), 1)
+        position = np.cumsum(advance) - advance
+        written, values = position[~run], rle[~run] >> np.uint64(1)
+        if written.size and (
+            int(written.max()) >= nblocks or int(values.max()) >= max(header["value_size"], 1)
+        ):
+            raise CorruptDataError(f"{where}: corrupt compresso boundary windows")
 
     def encode(self, array: np.ndarray) -> bytes:
         return bytes(compresso.compress(np.asfortranarray(array[..., 0], dtype=self.dtype)))
