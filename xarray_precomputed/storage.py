@@ -19,7 +19,7 @@ from typing import Any
 
 import fsspec
 
-from .errors import StorageError
+from .errors import CorruptDataError, StorageError
 
 _PREFIX = "precomputed://"
 _executor: ThreadPoolExecutor | None = None
@@ -161,8 +161,8 @@ class Store:
                     continue
                 try:
                     return _decompress_suffixed(data, suffix)
-                except Exception as e:
-                    raise StorageError(f"cannot decompress {path + suffix}: {e}") from e
+                except Exception as e:  # the object is there but corrupt
+                    raise CorruptDataError(f"cannot decompress {path + suffix}: {e}") from e
             return None
         fs = self.fs
         path = self.path(key)
