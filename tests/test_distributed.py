@@ -73,6 +73,10 @@ def volumes(tmp_path_factory):
 def test_compute_on_process_cluster(client, volumes, name):
     path, data = volumes[name]
     ds = xr.open_dataset(path, engine="precomputed", chunks={})
+    if ds.image.data.npartitions == 1:  # small unsharded/murmur volume: one ~64 MiB group
+        ds = xr.open_dataset(
+            path, engine="precomputed", chunks=dict(zip("xyz", (16, 16, 8)))
+        )  # whole chunks
     assert ds.image.data.npartitions > 1
     total = client.compute(ds.image.astype(np.uint64).sum()).result()
     assert int(total) == int(data.astype(np.uint64).sum())

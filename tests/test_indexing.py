@@ -3,6 +3,7 @@ number of storage requests a read costs."""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 
@@ -11,7 +12,11 @@ import numpy as np
 import pytest
 import xarray as xr
 from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
+from xarray_precomputed import open_info
+from xarray_precomputed.chunk_grid import chunk_group
+from xarray_precomputed.metadata import Scale
 from xarray_precomputed.sharding import shard_index_size
 from xarray_precomputed.storage import Store
 from xarray_precomputed.testing import strategies as pst
@@ -154,8 +159,12 @@ def test_dask_chunks_follow_storage(volumes, name):
         block = tuple(store.chunk_layout.write_chunk.shape[:3])
         assert block != tuple(chunk)
     else:
-        block = tuple(chunk)  # one task per storage chunk
+        # blocks of whole storage chunks (about 64 MiB; these volumes are smaller)
+        scale = open_info(path)[1].scales[0]
+        block = chunk_group(scale, np.dtype(dtype).itemsize * nc)
+        assert all(b % c == 0 or b == n for b, c, n in zip(block, chunk, size))
     assert ds.image.data.chunks == (*_expected_dask_chunks(size, block), (nc,))
+    assert ds.image.encoding["chunks"] == (*chunk, nc)
     pref = ds.image.encoding["preferred_chunks"]
     assert pref == {"x": block[0], "y": block[1], "z": block[2], "channel": nc}
     np.testing.assert_array_equal(ds.image.values, expected)
@@ -321,3 +330,25 @@ def test_unsharded_reads_one_request_per_chunk(volumes, spy):
     keys = [c[1] for c in spy.calls]
     assert all(c[0] == "get" for c in spy.calls)
     assert sorted(keys) == sorted({f"4_4_40/{-3 + x0}-{-3 + x0 + 4}_7-12_5-8" for x0 in (0, 4)})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    grid=st.tuples(*[st.integers(1, 40)] * 3),
+    chunk=st.tuples(*[st.integers(1, 64)] * 3),
+    voxel_bytes=st.sampled_from([1, 2, 4, 8, 24]),
+    target=st.integers(1, 2**24),
+)
+def test_chunk_group_is_whole_chunks_within_target(grid, chunk, voxel_bytes, target):
+    """Unsharded/murmur Dask blocks: whole chunks, at most the target (or one chunk),
+    and no axis could double without passing the target or the volume's end."""
+    size = tuple(g * c for g, c in zip(grid, chunk))
+    scale = Scale(key="k", size=size, resolution=(1, 1, 1), chunk_sizes=(chunk,), encoding="raw")
+    block = chunk_group(scale, voxel_bytes, target)
+    n = [b // c for b, c in zip(block, chunk)]
+    assert all(b % c == 0 for b, c in zip(block, chunk))
+    chunk_bytes = math.prod(chunk) * voxel_bytes
+    assert math.prod(n) == 1 or math.prod(n) * chunk_bytes <= target
+    for d in range(3):
+        if n[d] < grid[d]:
+            assert 2 * math.prod(n) * chunk_bytes > target

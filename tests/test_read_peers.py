@@ -18,6 +18,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from xarray_precomputed import open_info
+from xarray_precomputed.chunk_grid import chunk_group
+
 try:  # tests/ may or may not become a package
     from . import peers
 except ImportError:
@@ -192,12 +195,15 @@ def _shard_box_by_enumeration(case: peers.Case) -> tuple[int, int, int] | None:
     return box  # type: ignore[return-value]
 
 
-def _expected_dask_chunks(case: peers.Case) -> tuple[tuple[int, ...], ...]:
-    """One Dask block per shard for box-shaped shards, else one per storage chunk."""
-    block = list(case.chunk_size)
+def _expected_dask_chunks(case: peers.Case, root) -> tuple[tuple[int, ...], ...]:
+    """One Dask block per shard for box-shaped shards, else groups of whole chunks."""
     box = _shard_box_by_enumeration(case)
     if box is not None:
         block = [b * c for b, c in zip(box, case.chunk_size)]
+    else:
+        scale = open_info(root)[1].scales[0]
+        block = list(chunk_group(scale, np.dtype(case.dtype).itemsize * case.num_channels))
+        assert all(b % c == 0 or b == n for b, c, n in zip(block, case.chunk_size, case.size))
     out = []
     for n, b in zip(case.size, block):
         b = min(b, n)
@@ -212,7 +218,7 @@ def test_read_with_dask(case: peers.Case, written):
     ds = xr.open_dataset(root, engine="precomputed", chunks={})
     var = _variable(ds, case)
     assert isinstance(var.data, da.Array)
-    assert var.chunks == _expected_dask_chunks(case)
+    assert var.chunks == _expected_dask_chunks(case, root)
     np.testing.assert_array_equal(var.values, expected, strict=True)
     sel = _random_selections(case, count=2)[-1]
     np.testing.assert_array_equal(var.isel(sel).values, _numpy_outer(expected, sel), strict=True)

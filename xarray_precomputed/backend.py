@@ -106,13 +106,13 @@ def scale_dataset(
     s = info.scales[index]
     reader = ScaleReader(store, info, index, fill_missing=fill_missing)
     data = indexing.LazilyIndexedArray(PrecomputedArray(reader))
-    pref = preferred_chunks(s)
+    pref = preferred_chunks(s, info.dtype.itemsize * info.num_channels)
     variable = xr.Variable(
         DIMS,
         data,
         encoding={
             "preferred_chunks": dict(zip(DIMS, (*pref, info.num_channels))),
-            "chunks": (*pref, info.num_channels),
+            "chunks": (*s.chunk_size, info.num_channels),  # the storage chunk
         },
     )
     coords: dict[str, Any] = {

@@ -67,11 +67,40 @@ def shard_box_voxels(scale: Scale, box_chunks: Sequence[int]) -> tuple[int, int,
     return tuple(min(box_chunks[d] * c[d], s[d]) for d in range(3))  # type: ignore[return-value]
 
 
-def preferred_chunks(scale: Scale) -> tuple[int, int, int]:
+GROUP_BYTES = 64 * 2**20
+
+
+def chunk_group(scale: Scale, voxel_bytes: int, target: int = GROUP_BYTES) -> tuple[int, int, int]:
+    """A block of whole chunks of about ``target`` bytes, grown along x first.
+
+    Doubling along x, then y, then z keeps a block's chunks close in storage order.
+
+    >>> from xarray_precomputed.metadata import Scale
+    >>> s = Scale(key="k", size=(1024, 1024, 1024), resolution=(1, 1, 1),
+    ...           chunk_sizes=((64, 64, 64),), encoding="raw")
+    >>> chunk_group(s, 1)
+    (512, 512, 256)
+    """
+    c = scale.chunk_size
+    chunk_bytes = c[0] * c[1] * c[2] * voxel_bytes
+    n = [1, 1, 1]
+    grid = scale.grid_shape
+    grown = True
+    while grown:
+        grown = False
+        for d in range(3):
+            if n[d] < grid[d] and n[0] * n[1] * n[2] * 2 * chunk_bytes <= target:
+                n[d] = min(grid[d], n[d] * 2)
+                grown = True
+    return shard_box_voxels(scale, n)
+
+
+def preferred_chunks(scale: Scale, voxel_bytes: int) -> tuple[int, int, int]:
     """The block shape (voxels) that Dask should use so tasks align with storage.
 
-    Box-shaped shards (identity hash, spec 5.1) give one task per shard; any other
-    layout gives one task per storage chunk.
+    Box-shaped shards (identity hash, spec 5.1) give one task per shard. Any other
+    layout (unsharded, murmurhash) gives blocks of whole storage chunks of about
+    64 MiB: one task per 64^3 chunk would spend more time scheduling than reading.
     """
     from .sharding import shard_box_chunks
 
@@ -79,4 +108,4 @@ def preferred_chunks(scale: Scale) -> tuple[int, int, int]:
         box = shard_box_chunks(scale.grid_shape, scale.sharding)
         if box is not None:
             return shard_box_voxels(scale, box)
-    return shard_box_voxels(scale, (1, 1, 1))
+    return chunk_group(scale, voxel_bytes)

@@ -20,7 +20,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .chunk_grid import chunk_key, chunk_shape, shard_box_voxels
+from .chunk_grid import chunk_group, chunk_key, chunk_shape, shard_box_voxels
 from .codecs import get_codec
 from .errors import InfoError, VolumeExistsError, WriteError
 from .metadata import (
@@ -51,7 +51,6 @@ from .storage import Store
 Mode = Literal["w-", "w", "a", "r+"]
 DIMS = ("x", "y", "z", "channel")
 DEFAULT_SHARD_BYTES = 256 * 2**20
-_UNSHARDED_TASK_BYTES = 64 * 2**20
 _WRITE_ENCODINGS = ("raw", "jpeg", "png", "compressed_segmentation", "compresso", "jxl")
 
 
@@ -612,7 +611,7 @@ def _write_graph(store: Store, info: VolumeInfo, plan: _Plan, write_empty: bool)
     if scale.sharding is not None:
         unit = shard_box_voxels(scale, shard_box_chunks(scale.grid_shape, scale.sharding))
     else:
-        unit = _unsharded_unit(scale, info)
+        unit = chunk_group(scale, info.dtype.itemsize * info.num_channels)
     chunks = tuple(
         _aligned_chunks(plan.region_start[d], data.shape[d], unit[d]) for d in range(3)
     ) + ((data.shape[3],),)
@@ -625,23 +624,6 @@ def _write_graph(store: Store, info: VolumeInfo, plan: _Plan, write_empty: bool)
         name=f"to-precomputed-{dask.base.tokenize(store.url, scale.key, data.name)}",
         meta=np.empty((0, 0, 0, 0), np.int64),
     )
-
-
-def _unsharded_unit(scale: Scale, info: VolumeInfo) -> tuple[int, int, int]:
-    """Blocks of whole chunks, about 64 MiB, grown along x first (storage order)."""
-    c = scale.chunk_size
-    chunk_bytes = math.prod(c) * info.dtype.itemsize * info.num_channels
-    n = [1, 1, 1]
-    grid = scale.grid_shape
-    while True:
-        grown = False
-        for d in range(3):
-            if n[d] < grid[d] and math.prod(n) * 2 * chunk_bytes <= _UNSHARDED_TASK_BYTES:
-                n[d] = min(grid[d], n[d] * 2)
-                grown = True
-        if not grown:
-            break
-    return tuple(n[d] * c[d] for d in range(3))  # type: ignore[return-value]
 
 
 def _aligned_chunks(start: int, length: int, unit: int) -> tuple[int, ...]:
