@@ -313,3 +313,16 @@ def test_pickle(image, dumps):
         results = dask.get(graph2, list(dds.image.data.__dask_keys__()[0][0][0]))
     assert results[0].shape == dds.image.data.blocks[0, 0, 0].shape
     np.testing.assert_array_equal(np.asarray(results[0]), dds.image.data.blocks[0, 0, 0].compute())
+
+
+def test_datatree_keeps_scales_whose_group_names_collide(tmp_path):
+    """Keys "a/b" and "a_b" both map to the group name "a_b": neither may be lost."""
+    data = random_data("uint8", 1, seed=3)
+    write_tensorstore_volume(tmp_path, data, chunk_size=(4, 4, 4), key="a_b")
+    info = json.loads((tmp_path / "info").read_text())
+    second = dict(info["scales"][0], key="a/b", resolution=[8, 8, 80])
+    info["scales"].append(second)
+    (tmp_path / "info").write_text(json.dumps(info))
+    tree = xr.open_datatree(tmp_path, engine="precomputed")
+    assert len(tree.children) == 2
+    assert sorted(n.attrs["scale_key"] for n in tree.children.values()) == ["a/b", "a_b"]

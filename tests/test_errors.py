@@ -305,6 +305,22 @@ def test_cloudfiles_gz_suffix_is_read(tmp_path):
     check_message(excinfo, tmp_path, "0-4_0-4_0-3.gz")
 
 
+@pytest.mark.parametrize("suffix", [".gz", ".br"])
+def test_cloudfiles_suffix_bomb(tmp_path, suffix):
+    """A suffixed chunk that inflates far past the chunk's size is refused, not expanded."""
+    import brotli
+
+    volume(tmp_path)
+    f = chunk_file(tmp_path)
+    payload = bytes(10**7)
+    packed = gzip.compress(payload) if suffix == ".gz" else brotli.compress(payload)
+    f.with_name(f.name + suffix).write_bytes(packed)
+    f.unlink()
+    with pytest.raises(CorruptDataError, match="expands beyond") as excinfo:
+        open_image(tmp_path)[0:2, 0:2, 0:1].values
+    check_message(excinfo, tmp_path, "0-4_0-4_0-3" + suffix)
+
+
 # -- missing chunks -------------------------------------------------------------------
 
 

@@ -1270,3 +1270,21 @@ def test_bad_region_writes_change_nothing(tmp_path, name):
     assert isinstance(e.value, ValueError)  # WriteError / ScaleNotFoundError
     assert file_hashes(url) == before
     np.testing.assert_array_equal(ours(url), data)
+
+
+def test_mode_w_refuses_to_delete_its_own_lazy_source(tmp_path):
+    """mode='w' on the volume the data is lazily read from would delete the source
+    before reading it: refused before anything changes."""
+    url = str(tmp_path / "v")
+    data = np.minimum(rand((40, 30, 10, 1)), 200).astype("uint8")  # room for + 1
+    xp.to_precomputed(make_array(data), url, chunk_size=(16, 16, 8))
+    before = file_hashes(url)
+    lazy = xr.open_dataset(url, engine="precomputed", chunks={})
+    with pytest.raises(WriteError, match="read lazily from"):
+        xp.to_precomputed(lazy + 1, url, mode="w")
+    assert file_hashes(url) == before
+    # loaded data (no Dask) may replace its own source
+    loaded = xr.open_dataset(url, engine="precomputed").load()
+    loaded["image"] = loaded.image + 1
+    xp.to_precomputed(loaded, url, mode="w")
+    np.testing.assert_array_equal(xr.open_dataset(url, engine="precomputed").image.values, data + 1)

@@ -182,9 +182,11 @@ class PrecomputedBackendEntrypoint(BackendEntrypoint):
         groups = {"/": xr.Dataset(attrs=root_attrs)}
         for i, s in enumerate(info.scales):
             ds = scale_dataset(store, info, i, fill_missing)
-            groups["/" + s.key.strip("/").replace("/", "_")] = ds.drop_vars(
-                _names(drop_variables), errors="ignore"
-            )
+            # Group names cannot hold "/"; the real key stays in the scale_key attr.
+            name = "/" + s.key.strip("/").replace("/", "_")
+            if name in groups:
+                name = f"{name}_scale{i}"
+            groups[name] = ds.drop_vars(_names(drop_variables), errors="ignore")
         return groups
 
     def open_datatree(self, filename_or_obj: Any, **kwargs: Any) -> xr.DataTree:

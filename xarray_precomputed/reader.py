@@ -241,8 +241,7 @@ class ScaleReader:
         # that no client undid); raw chunks are told apart by their exact length.
         if content_encoded and data[:2] == GZIP_MAGIC:
             if self.scale.encoding != "raw" or len(data) != expected:
-                bound = expected if self.scale.encoding == "raw" else 2 * expected + (1 << 20)
-                data = gzip_decompress(data, bound, where)
+                data = gzip_decompress(data, self.codec.expand_bound(shape), where)
         return self.codec.decode(data, shape, where)
 
     # -- unsharded -------------------------------------------------------------
@@ -250,10 +249,11 @@ class ScaleReader:
     def _read_unsharded(self, tasks: list[_ChunkTask]):
         keys = [chunk_key(self.scale, t.cell) for t in tasks]
         full = [f"{self.scale.key}/{k}" for k in keys]
+        bound = self.codec.expand_bound(self.scale.chunk_size)
         if len(full) == 1:
-            blobs = [self.store.get(full[0])]
+            blobs = [self.store.get(full[0], bound)]
         else:
-            blobs = self.store.get_many(full)
+            blobs = self.store.get_many(full, bound)
         for task, key, data in zip(tasks, keys, blobs):
             if data is None:
                 self._missing(key)
@@ -325,8 +325,7 @@ class ScaleReader:
                 found_ids.append(int(ids[i]))
                 data_ranges.append((int(s), int(e)))
         blobs = self._fetch(path, whole, data_ranges, where, "chunk data")
-        shape_bound = self.codec.nbytes(self.scale.chunk_size)
-        bound = shape_bound if self.scale.encoding == "raw" else 2 * shape_bound + (1 << 20)
+        bound = self.codec.expand_bound(self.scale.chunk_size)
         for task, cid, blob in zip(found_tasks, found_ids, blobs):
             cwhere = f"{where} chunk {cid} (cell {task.cell})"
             data = decode_chunk_data(blob, spec, bound, cwhere)

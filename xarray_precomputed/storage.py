@@ -8,7 +8,6 @@ naming the object.
 
 from __future__ import annotations
 
-import gzip
 import os
 import threading
 import uuid
@@ -19,6 +18,7 @@ from typing import Any
 
 import fsspec
 
+from .codecs.compression import gzip_decompress
 from .errors import CorruptDataError, StorageError
 
 _PREFIX = "precomputed://"
@@ -58,12 +58,19 @@ def normalize_url(url: str | os.PathLike) -> str:
     return url.rstrip("/")
 
 
-def _decompress_suffixed(data: bytes, suffix: str) -> bytes:
+def _decompress_suffixed(data: bytes, suffix: str, max_size: int | None, where: str) -> bytes:
     if suffix == ".gz":
-        return gzip.decompress(data)
+        return gzip_decompress(data, max_size, where)
     import brotli  # only needed for cloud-files' .br files
 
-    return brotli.decompress(data)
+    d = brotli.Decompressor()
+    limit = (max_size + 1) if max_size is not None else 0
+    out = d.process(data, output_buffer_limit=limit) if limit else d.process(data)
+    if max_size is not None and len(out) > max_size:
+        raise CorruptDataError(f"{where}: brotli data expands beyond {max_size} bytes")
+    if not d.is_finished():
+        raise CorruptDataError(f"{where}: brotli data is truncated")
+    return out
 
 
 class Store:
@@ -141,8 +148,11 @@ class Store:
 
     # -- reads ---------------------------------------------------------------
 
-    def get(self, key: str) -> bytes | None:
-        """The whole object, or ``None`` when it does not exist."""
+    def get(self, key: str, max_size: int | None = None) -> bytes | None:
+        """The whole object, or ``None`` when it does not exist.
+
+        ``max_size`` bounds what a cloud-files ``.gz``/``.br`` object may expand to.
+        """
         if self.is_local:
             path = self.path(key)
             try:
@@ -160,7 +170,9 @@ class Store:
                 except (FileNotFoundError, NotADirectoryError):
                     continue
                 try:
-                    return _decompress_suffixed(data, suffix)
+                    return _decompress_suffixed(data, suffix, max_size, path + suffix)
+                except CorruptDataError:
+                    raise
                 except Exception as e:  # the object is there but corrupt
                     raise CorruptDataError(f"cannot decompress {path + suffix}: {e}") from e
             return None
@@ -203,10 +215,10 @@ class Store:
                 n += got
         return view[:n]
 
-    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+    def get_many(self, keys: Sequence[str], max_size: int | None = None) -> list[bytes | None]:
         """Several whole objects, fetched concurrently on remote stores."""
         if self.is_local or len(keys) < 2:
-            return [self.get(k) for k in keys]
+            return [self.get(k, max_size) for k in keys]
         fs = self.fs
         paths = [self.path(k) for k in keys]
         try:

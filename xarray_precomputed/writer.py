@@ -138,6 +138,11 @@ def to_precomputed(
         array = _data_array(obj, variable)
         plan, info = _plan_one(store, array, mode, options, scale_key, region)
         plans = [plan]
+    if mode == "w" and any(_reads_from(p.array.data, store.url) for p in plans):
+        raise WriteError(
+            f"the data is read lazily from {store.url}, which mode='w' would delete before "
+            "reading it; write to another URL, or use mode='r+' to update it in place"
+        )
     graph = [_write_graph(store, info, p, write_empty_chunks) for p in plans]
     _write_info(store, info, mode, [p.scale_index for p in plans])
     total = dask.delayed(_sum)(graph)
@@ -574,6 +579,30 @@ def _child_key(child: tuple[str, xr.DataArray]) -> str | None:
     return array.attrs.get("scale_key") if array.attrs.get("scale_key") == name else name
 
 
+def _reads_from(data: Any, url: str) -> bool:
+    """Whether a Dask array's graph reads from the precomputed volume at ``url``.
+
+    xarray puts the lazily indexed source array in a small materialised layer named
+    ``original-...``; Blockwise layers are not looked into (that would build them).
+    """
+    from dask.highlevelgraph import MaterializedLayer
+
+    from .backend import PrecomputedArray
+
+    graph = getattr(data, "__dask_graph__", lambda: None)()
+    for layer in getattr(graph, "layers", {}).values():
+        if not isinstance(layer, MaterializedLayer) or len(layer) > 64:
+            continue
+        for value in layer.values():
+            for _ in range(8):  # unwrap xarray's indexing adapters
+                if isinstance(value, PrecomputedArray):
+                    if value.reader.store.url == url:
+                        return True
+                    break
+                value = getattr(value, "array", None)
+    return False
+
+
 def _write_info(store: Store, info: VolumeInfo, mode: Mode, written: Sequence[int]) -> None:
     if mode == "w":
         old = _read_existing_quietly(store)
@@ -840,9 +869,7 @@ def _chunk_producer(block, cell, cid, in_chunk, in_block, whole, cshape, existin
 def _undo_data_encoding(blob, spec, codec, cshape, where) -> bytes:
     from .sharding import decode_chunk_data
 
-    bound = codec.nbytes(cshape)
-    bound = bound if codec.name == "raw" else 2 * bound + (1 << 20)
-    return decode_chunk_data(bytes(blob), spec, bound, where)
+    return decode_chunk_data(bytes(blob), spec, codec.expand_bound(cshape), where)
 
 
 def _existing_shard_blobs(store: Store, key: str, spec: ShardingSpec, where: str) -> dict:

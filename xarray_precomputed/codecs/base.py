@@ -29,6 +29,12 @@ class Codec:
         """Size of the decoded chunk in bytes."""
         return shape[0] * shape[1] * shape[2] * self.num_channels * self.dtype.itemsize
 
+    def expand_bound(self, shape: tuple[int, int, int]) -> int:
+        """The most bytes a gzip-wrapped chunk of ``shape`` may inflate to: its decoded
+        size, plus headroom for encodings whose streams can exceed it."""
+        n = self.nbytes(shape)
+        return n if self.name == "raw" else 2 * n + (1 << 20)
+
     def _check_shape(self, array: np.ndarray, shape, where: str, what: str) -> None:
         expected = (*shape, self.num_channels)
         if array.shape != expected:
