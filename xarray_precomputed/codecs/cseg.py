@@ -35,6 +35,11 @@ class CompressedSegmentationCodec(Codec):
         ends = np.append(offsets[1:], len(words))
         if offsets[0] != nc or np.any(ends < offsets) or np.any(offsets > len(words)):
             raise CorruptDataError(f"{where}: corrupt compressed_segmentation channel offsets")
+        if nc == 1:
+            # A one-channel chunk is already what the package decodes: no copies.
+            self._check_stream(words[1:], shape, where)
+            labels = cseg.decompress(bytes(data), shape, self.dtype, self.block_size, order="F")
+            return labels.reshape((*shape, 1), order="F")
         out = np.empty((*shape, nc), dtype=self.dtype, order="F")
         for c in range(nc):
             stream = words[offsets[c] : ends[c]]
@@ -54,7 +59,7 @@ class CompressedSegmentationCodec(Codec):
         table = (headers[:, 0] & 0xFFFFFF).astype(np.int64)
         bits = (headers[:, 0] >> 24).astype(np.int64)
         values = headers[:, 1].astype(np.int64)
-        if not np.isin(bits, (0, 1, 2, 4, 8, 16, 32)).all():
+        if np.any((bits & (bits - 1)) != 0) or np.any(bits > 32):  # 0 or a power of 2
             raise CorruptDataError(f"{where}: compressed_segmentation block has invalid bit width")
         block_voxels = self.block_size[0] * self.block_size[1] * self.block_size[2]
         value_words = -(-bits * block_voxels // 32)
