@@ -151,13 +151,14 @@ def source_tables(shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, .
     return a, b, c, noise.astype(np.uint8, order="F")
 
 
-def source_block(shape, seed, lo, size) -> np.ndarray:
-    """The block of the source volume at voxel ``lo`` with shape ``size`` (Fortran order)."""
+def source_block(shape, seed, lo, size, order: str = "F") -> np.ndarray:
+    """The block of the source volume at voxel ``lo`` with shape ``size``, in memory order
+    ``order`` (the values do not depend on it)."""
     a, b, c, noise = source_tables(tuple(shape), seed)
     (x0, y0, z0), (bx, by, bz) = lo, size
     if max(size) > _NOISE - 64:
         raise ValueError(f"blocks of up to {_NOISE - 64} voxels per axis, got {size}")
-    out = np.empty((bx, by, bz), np.uint8, order="F")
+    out = np.empty((bx, by, bz), np.uint8, order=order)
     np.add(a[x0 : x0 + bx, y0 : y0 + by, None], b[None, y0 : y0 + by, z0 : z0 + bz], out=out)
     np.add(out, c[x0 : x0 + bx, None, z0 : z0 + bz], out=out)
     h = (x0 * 73856093 ^ y0 * 19349663 ^ z0 * 83492791 ^ seed) & 0xFFFFFFFF
@@ -167,13 +168,15 @@ def source_block(shape, seed, lo, size) -> np.ndarray:
     return out
 
 
-def _dask_block(shape, seed, block_info=None):
+def _dask_block(shape, seed, order, block_info=None):
     loc = block_info[None]["array-location"]
-    return source_block(shape, seed, [lo for lo, _ in loc], [hi - lo for lo, hi in loc])
+    return source_block(shape, seed, [lo for lo, _ in loc], [hi - lo for lo, hi in loc], order)
 
 
-def source_array(case: VolumeSpec, input_chunk=INPUT_CHUNK):
-    """The Dask array every writer writes: ``case.shape`` uint8, chunks ``input_chunk``."""
+def source_array(case: VolumeSpec, order: str = "F", input_chunk=INPUT_CHUNK):
+    """The Dask array every writer writes: ``case.shape`` uint8, chunks ``input_chunk``,
+    blocks in memory order ``order`` (F: x-fastest, as read from precomputed/tensorstore;
+    C: as from zarr, TIFF or most NumPy code)."""
     import dask.array as da
 
     chunks = tuple(
@@ -183,10 +186,11 @@ def source_array(case: VolumeSpec, input_chunk=INPUT_CHUNK):
         _dask_block,
         tuple(case.shape),
         case.seed,
+        order,
         chunks=chunks,
         dtype=np.uint8,
         meta=np.empty((0, 0, 0), np.uint8),
-        name=f"em-like-{case.shape[0]}x{case.shape[1]}x{case.shape[2]}-{case.seed}",
+        name=f"em-like-{case.shape[0]}x{case.shape[1]}x{case.shape[2]}-{case.seed}-{order}",
     )
 
 
@@ -374,13 +378,14 @@ def _worker_write(case: VolumeSpec, payload: dict[str, Any]) -> None:
     fn = WRITE_FUNCTIONS[payload["writer"]]
     opts = payload.get("opts", {})
     path = payload["path"]
-    src = source_array(case)
+    order = payload.get("source_order", "F")
+    src = source_array(case, order)
     source_tables(tuple(case.shape), case.seed)  # the generator's tables: not billed
     if payload.get("warmup", True):
         wcase = _warmup_case(case)
         wpath = path + ".warmup"
         shutil.rmtree(wpath, ignore_errors=True)
-        fn(wcase, wpath, source_array(wcase), opts)
+        fn(wcase, wpath, source_array(wcase, order), opts)
         shutil.rmtree(wpath, ignore_errors=True)
     with PeakMemory() as mem:
         c0, t0 = cpu_seconds(), time.perf_counter()
@@ -402,7 +407,7 @@ def _worker_generate(case: VolumeSpec, payload: dict[str, Any]) -> None:
     """Time the data generation alone (into a null sink), then the reference checksum."""
     import dask.array as da
 
-    src = source_array(case)
+    src = source_array(case, payload.get("source_order", "F"))
     source_tables(tuple(case.shape), case.seed)
     runs = []
     for _ in range(payload.get("repeat", 2)):
@@ -565,6 +570,13 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to wait before each run for other processes to go quiet",
     )
     p.add_argument(
+        "--source-order",
+        choices=("F", "C"),
+        default="F",
+        help="memory order of the source's Dask blocks (default F, x-fastest as read from "
+        "precomputed volumes; C as from zarr/TIFF/most NumPy code)",
+    )
+    p.add_argument(
         "--ts-outstanding",
         type=int,
         default=1,
@@ -593,8 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     script = Path(__file__).resolve()
     cases = [c for c in write_cases(args.quick) if c.sharding["data_encoding"] in args.cases]
     writers = [w for w in WRITERS if w in args.writers]
+    suffix = "" if args.source_order == "F" else "-c-order"
     output = args.output or RESULTS_DIR / (
-        "write-quick.json" if args.quick else "write-latest.json"
+        f"write-quick{suffix}.json" if args.quick else f"write-latest{suffix}.json"
     )
     out_root = Path(args.data_dir) / "write"
     out_root.mkdir(parents=True, exist_ok=True)
@@ -606,13 +619,15 @@ def main(argv: list[str] | None = None) -> int:
     # The data generation, alone: every writer pays it (once per voxel).
     first = cases[0]
     wait_for_quiet(args.max_wait)
-    gen = run_worker(script, {"task": "generate", "case": _case_params(first), "repeat": 3})
+    gen = run_worker(script, {"task": "generate", "case": _case_params(first), "repeat": 3,
+                              "source_order": args.source_order})  # fmt: skip
     if "error" in gen:
         print(f"generating the source failed: {gen['error']}")
         return 1
     reference = gen["checksum"]
     print(
-        f"source: {first.nbytes / MiB:.0f} MiB uint8, dask chunks {INPUT_CHUNK}, "
+        f"source: {first.nbytes / MiB:.0f} MiB uint8, dask chunks {INPUT_CHUNK} "
+        f"({args.source_order}-ordered blocks), "
         f"{gen['blocks']} blocks; generation alone {gen['seconds']:.2f} s "
         f"({first.nbytes / gen['seconds'] / 1e6:.0f} MB/s, cpu {gen['cpu_seconds']:.2f} s), "
         f"box by box into a Fortran buffer {gen['by_box_seconds']:.2f} s "
@@ -636,7 +651,8 @@ def main(argv: list[str] | None = None) -> int:
                 load = wait_for_quiet(args.max_wait)
                 payload = {"task": "write", "writer": w, "path": str(path),
                            "case": _case_params(case), "warmup": not args.no_warmup,
-                           "opts": {"ts_outstanding": args.ts_outstanding}}  # fmt: skip
+                           "opts": {"ts_outstanding": args.ts_outstanding},
+                           "source_order": args.source_order}  # fmt: skip
                 r = run_worker(script, payload)
                 r["load_before"] = round(load, 2)
                 if "error" not in r:
@@ -758,6 +774,7 @@ def main(argv: list[str] | None = None) -> int:
                 "shape": list(first.shape),
                 "dtype": first.dtype,
                 "dask_chunks": list(INPUT_CHUNK),
+                "block_order": args.source_order,
                 "seed": first.seed,
                 "checksum": reference,
                 **{

@@ -56,12 +56,12 @@ from common import (
     tensorstore_spec,
 )
 
-PATCH_OLD = "    data = data.rechunk(chunks)\n"
-PATCH_NEW = "    data = data.transpose().rechunk(tuple(reversed(chunks))).transpose()\n"
+PATCH_OLD = "data = data.rechunk(chunks)"
+PATCH_NEW = "data = data.transpose().rechunk(tuple(reversed(chunks))).transpose()"
 
 
 def patch_writer() -> None:
-    """Re-define ``_write_graph`` in memory with the rechunk done on the transposed array."""
+    """Re-define ``_write_graph`` in memory: every ``rechunk`` done on the transposed array."""
     import xarray_precomputed.writer as w
 
     src = inspect.getsource(w._write_graph)
@@ -76,16 +76,16 @@ def _threads(n: int):
     return dask.config.set(scheduler="threads" if n > 1 else "sync", num_workers=n)
 
 
-def _prepare(case, path: Path, threads: int):
+def _prepare(case, path: Path, threads: int, order: str = "F"):
     import bench_write
 
     bench_write._dask_threads = lambda: _threads(threads)
-    src = source_array(case)
+    src = source_array(case, order)
     source_tables(tuple(case.shape), case.seed)
     wcase = _warmup_case(case)
     wpath = Path(str(path) + ".warmup")
     shutil.rmtree(wpath, ignore_errors=True)
-    _write_ours(wcase, str(wpath), source_array(wcase))
+    _write_ours(wcase, str(wpath), source_array(wcase, order))
     shutil.rmtree(wpath, ignore_errors=True)
     shutil.rmtree(path, ignore_errors=True)
     return src
@@ -96,7 +96,7 @@ def worker(payload: dict[str, Any]) -> None:
     path = Path(payload["path"])
     if payload["variant"] == "transposed-rechunk":
         patch_writer()
-    src = _prepare(case, path, 2)
+    src = _prepare(case, path, 2, payload["order"])
     with PeakMemory() as mem:
         c0, t0 = cpu_seconds(), time.perf_counter()
         _write_ours(case, str(path), src)
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="64 MiB volume")
     p.add_argument("--gzip", action="store_true", help="shard data_encoding gzip (default raw)")
+    p.add_argument("--source-order", choices=("F", "C"), default="F", help="source block order")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     p.add_argument("--repeat", type=int, default=2, help="what-if runs per variant")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{shard_box(case)} chunks ({shard / MiB:.0f} MiB)\n")  # fmt: skip
 
     # 1. cProfile, synchronous scheduler
-    src = _prepare(case, out, 1)
+    src = _prepare(case, out, 1, args.source_order)
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
@@ -196,7 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         runs = [
             run_worker(
                 script,
-                {"quick": args.quick, "case": case_index, "variant": variant, "path": str(out)},
+                {
+                    "quick": args.quick,
+                    "case": case_index,
+                    "variant": variant,
+                    "path": str(out),
+                    "order": args.source_order,
+                },
             )  # fmt: skip
             for _ in range(args.repeat)
         ]
@@ -209,12 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   {variant:20s} {case.nbytes / b['seconds'] / 1e6:6.0f} MB/s  {b['seconds']:.2f} s"
               f"  cpu {b['cpu_seconds']:.2f} s  peak +{peak / MiB:.0f} MiB ({peak / shard:.2f} "
               f"shards)  others {b['others_cores']:.2f}  checksum {b['checksum']}")  # fmt: skip
-    print(f"   (the what-if replaces `{PATCH_OLD.strip()}` with `{PATCH_NEW.strip()}`)\n")
+    print(f"   (the what-if replaces `{PATCH_OLD}` with `{PATCH_NEW}`)\n")
 
     # 4. tracemalloc
     print("4. tracemalloc peak (NumPy + Python allocations) during to_precomputed:")
     for threads in (1, 2):
-        src = _prepare(case, out, threads)
+        src = _prepare(case, out, threads, args.source_order)
         tracemalloc.start()
         _write_ours(case, str(out), src)
         _, peak = tracemalloc.get_traced_memory()

@@ -199,7 +199,7 @@ class ScaleReader:
         if len(work) == 1:
             run(work[0])
         else:
-            for _ in io_pool().map(run, work):
+            for _ in io_pool(self.store.is_local).map(run, work):
                 pass
 
     def _group_by_shard(self, tasks: list[_ChunkTask]) -> list[tuple[int, list, np.ndarray]]:
