@@ -172,9 +172,8 @@ class PutSpy:
 
 def write_tasks(delayed) -> list:
     graph = delayed.__dask_graph__()
-    return [
-        k for k in graph.keys() if isinstance(k, tuple) and str(k[0]).startswith("to-precomputed-")
-    ]
+    names = [k[0] if isinstance(k, tuple) else k for k in graph.keys()]
+    return [k for k in names if str(k).startswith("to-precomputed-")]
 
 
 # -- basic API -------------------------------------------------------------------------

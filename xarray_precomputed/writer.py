@@ -633,7 +633,7 @@ def _remove_tree(store: Store, key: str) -> None:
 # -- the write graph ------------------------------------------------------------
 
 
-def _write_graph(store: Store, info: VolumeInfo, plan: _Plan, write_empty: bool) -> da.Array:
+def _write_graph(store: Store, info: VolumeInfo, plan: _Plan, write_empty: bool) -> list:
     scale = info.scales[plan.scale_index]
     data = plan.array.data
     if not isinstance(data, da.Array):
@@ -642,24 +642,39 @@ def _write_graph(store: Store, info: VolumeInfo, plan: _Plan, write_empty: bool)
         unit = shard_box_voxels(scale, shard_box_chunks(scale.grid_shape, scale.sharding))
     else:
         unit = chunk_group(scale, info.dtype.itemsize * info.num_channels)
-    chunks = tuple(
-        _aligned_chunks(plan.region_start[d], data.shape[d], unit[d]) for d in range(3)
-    ) + ((data.shape[3],),)
-    if data.chunks != chunks and _reads_from(data, None):
-        # Blocks read from a precomputed volume are Fortran-ordered; dask's rechunk
-        # concatenates into C order. Rechunking the reversed-axes view keeps memory
-        # x-fastest, so no task pays a transposing copy.
-        data = data.transpose(3, 2, 1, 0).rechunk(chunks[::-1]).transpose(3, 2, 1, 0)
-    else:
-        data = data.rechunk(chunks)
+    chunks = tuple(_aligned_chunks(plan.region_start[d], data.shape[d], unit[d]) for d in range(3))
+    if len(data.chunks[3]) > 1:
+        data = data.rechunk({3: -1})
+    blocks = data.to_delayed()
+    starts = [np.cumsum((0,) + data.chunks[d]) for d in range(3)]
     writer = _BlockWriter(store, info, plan.scale_index, plan.region_start, plan.merge, write_empty)
-    return data.map_blocks(
-        writer,
-        dtype=np.int64,
-        chunks=tuple((1,) * len(c) for c in chunks),
-        name=f"to-precomputed-{dask.base.tokenize(store.url, scale.key, data.name)}",
-        meta=np.empty((0, 0, 0, 0), np.int64),
-    )
+    token = dask.base.tokenize(store.url, scale.key, data.name)
+    tasks = []
+    for index in np.ndindex(*(len(c) for c in chunks)):
+        lo = [sum(chunks[d][: index[d]]) for d in range(3)]
+        shape = [chunks[d][index[d]] for d in range(3)]
+        pieces = []
+        ranges = [
+            range(
+                int(np.searchsorted(starts[d], lo[d], side="right")) - 1,
+                int(np.searchsorted(starts[d], lo[d] + shape[d], side="left")),
+            )
+            for d in range(3)
+        ]
+        for bi in ranges[0]:
+            for bj in ranges[1]:
+                for bk in ranges[2]:
+                    origin = (starts[0][bi] - lo[0], starts[1][bj] - lo[1], starts[2][bk] - lo[2])
+                    pieces.append((blocks[bi, bj, bk, 0], origin))
+        tasks.append(
+            dask.delayed(writer.write_pieces, pure=True)(
+                tuple(lo),
+                (*shape, data.shape[3]),
+                pieces,
+                dask_key_name=f"to-precomputed-{token}-{len(tasks)}",
+            )  # fmt: skip
+        )
+    return tasks
 
 
 def _aligned_chunks(start: int, length: int, unit: int) -> tuple[int, ...]:
@@ -685,6 +700,14 @@ class _BlockWriter:
         self.merge = merge
         self.write_empty = write_empty
 
+    def write_pieces(self, lo, shape, pieces) -> int:
+        """Write the box at ``lo`` (region coordinates) from the input blocks overlapping it."""
+        origin = tuple(self.region_start[d] + int(lo[d]) for d in range(3))
+        return write_block(
+            self.store, self.info, self.scale_index, _Pieces(shape, pieces), origin,
+            merge=self.merge, write_empty=self.write_empty,
+        )  # fmt: skip
+
     def __call__(self, block: np.ndarray, block_info=None) -> np.ndarray:
         loc = block_info[0]["array-location"]
         origin = tuple(self.region_start[d] + loc[d][0] for d in range(3))
@@ -693,6 +716,37 @@ class _BlockWriter:
             merge=self.merge, write_empty=self.write_empty,
         )  # fmt: skip
         return np.full((1, 1, 1, 1), written, dtype=np.int64)
+
+
+class _Pieces:
+    """The part of the input a write task owns, as the input blocks that overlap it.
+
+    Chunks are copied out of the blocks one at a time into x-fastest buffers, so a
+    task never assembles its whole box (no shard-sized copy, and no dask rechunk,
+    whose concatenation would produce C order and cost a transpose per chunk).
+    """
+
+    def __init__(self, shape: Sequence[int], pieces: Sequence[tuple[np.ndarray, Sequence[int]]]):
+        self.shape = tuple(int(n) for n in shape)
+        self.pieces = [(np.asarray(a), tuple(int(o) for o in off)) for a, off in pieces]
+        first = self.pieces[0][0] if self.pieces else np.empty((0, 0, 0, 0))
+        self.dtype = first.dtype
+
+    def get(self, sel: Sequence[slice]) -> np.ndarray:
+        """An x-fastest copy of ``block[sel]`` (x, y, z slices of this task's box)."""
+        shape = tuple(s.stop - s.start for s in sel) + (self.shape[3],)
+        if len(self.pieces) == 1 and self.pieces[0][1] == (0, 0, 0):
+            return fortran_order(self.pieces[0][0][tuple(sel)])
+        out = np.empty(shape, self.dtype, order="F")
+        for array, off in self.pieces:
+            lo = [max(sel[d].start, off[d]) for d in range(3)]
+            hi = [min(sel[d].stop, off[d] + array.shape[d]) for d in range(3)]
+            if any(h <= low for low, h in zip(lo, hi)):
+                continue
+            src = tuple(slice(lo[d] - off[d], hi[d] - off[d]) for d in range(3))
+            dst = tuple(slice(lo[d] - sel[d].start, hi[d] - sel[d].start) for d in range(3))
+            out[dst] = fortran_order(array[src])
+        return out
 
 
 def fortran_order(array: np.ndarray, tile: int = 16) -> np.ndarray:
@@ -724,7 +778,7 @@ def write_block(
     store: Store,
     info: VolumeInfo,
     scale_index: int,
-    block: np.ndarray,
+    block: np.ndarray | _Pieces,
     origin: Sequence[int],
     *,
     merge: bool = True,
@@ -737,6 +791,8 @@ def write_block(
     """
     scale = info.scales[scale_index]
     expected_dtype = info.dtype
+    if not isinstance(block, _Pieces):
+        block = _Pieces(block.shape, [(np.asarray(block), (0, 0, 0))])
     if block.dtype != expected_dtype or block.shape[3] != info.num_channels:
         raise WriteError(
             f"block of {block.dtype} x {block.shape[3]} channel(s) does not match "
@@ -788,10 +844,10 @@ def _write_unsharded(store, info, scale_index, block, origin, merge, write_empty
         in_chunk, in_block, whole, cshape = _overlap(scale, cell, origin, block.shape)
         key = f"{scale.key}/{chunk_key(scale, cell)}"
         if whole:
-            chunk = fortran_order(block[in_block])  # chunk by chunk: memory stays small
+            chunk = block.get(in_block)  # chunk by chunk: memory stays small
         else:
             chunk = _existing_chunk(reader, scale, cell, cshape, info)
-            chunk[in_chunk] = block[in_block]
+            chunk[in_chunk] = block.get(in_block)
         if not write_empty and not chunk.any():
             if merge:
                 store.delete(key)
@@ -884,13 +940,13 @@ def _chunk_producer(block, cell, cid, in_chunk, in_block, whole, cshape, existin
                     info, write_empty, where):  # fmt: skip
     def produce():
         if whole:
-            chunk = fortran_order(block[in_block])  # chunk by chunk: memory stays small
+            chunk = block.get(in_block)  # chunk by chunk: memory stays small
         else:
             chunk = np.zeros((*cshape, info.num_channels), dtype=info.dtype, order="F")
             if cid in existing:
                 raw = _undo_data_encoding(existing[cid], spec, codec, cshape, where)
                 chunk[...] = codec.decode(raw, cshape, f"{where} chunk {cid}")
-            chunk[in_chunk] = block[in_block]
+            chunk[in_chunk] = block.get(in_block)
         if not write_empty and not chunk.any():
             return None
         return encode_chunk_data(codec.encode(chunk), spec)
