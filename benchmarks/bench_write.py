@@ -121,9 +121,16 @@ def shard_slices(case: VolumeSpec) -> list[tuple[slice, slice, slice]]:
 _NOISE = 192
 
 
-def _smooth2d(rng: np.random.Generator, n0: int, n1: int, cell: int) -> np.ndarray:
-    g = rng.standard_normal((n0 // cell + 2, n1 // cell + 2), dtype=np.float32)
-    p0 = (np.arange(n0) + 0.5) / cell
+_SLAB = 32  # rows per step when building tables: temporaries stay ~100 KiB (see below)
+
+
+def _coarse(rng: np.random.Generator, n0: int, n1: int, cell: int) -> np.ndarray:
+    return rng.standard_normal((n0 // cell + 2, n1 // cell + 2), dtype=np.float32)
+
+
+def _interp_rows(g: np.ndarray, r0: int, r1: int, n1: int, cell: int) -> np.ndarray:
+    """Rows ``r0:r1`` of the bilinear upsampling of ``g`` (samples ``cell`` apart)."""
+    p0 = (np.arange(r0, r1) + 0.5) / cell
     i0 = p0.astype(np.intp)
     w0 = (p0 - i0).astype(np.float32)[:, None]
     g = g[i0] * (1 - w0) + g[i0 + 1] * w0
@@ -133,28 +140,43 @@ def _smooth2d(rng: np.random.Generator, n0: int, n1: int, cell: int) -> np.ndarr
     return g[:, i1] * (1 - w1) + g[:, i1 + 1] * w1
 
 
-def _plane(rng: np.random.Generator, n0: int, n1: int) -> np.ndarray:
-    f = _smooth2d(rng, n0, n1, 64) + 0.5 * _smooth2d(rng, n0, n1, 16)
-    ridge = _smooth2d(rng, n0, n1, 24)
-    f = 30 + 12 * f - 40 * np.exp(-((ridge / 0.12) ** 2))
-    return np.asfortranarray(np.clip(f, 0, 56).astype(np.uint8))
+def _plane(rng: np.random.Generator, n0: int, n1: int, order: str) -> np.ndarray:
+    g64, g16, ridge = _coarse(rng, n0, n1, 64), _coarse(rng, n0, n1, 16), _coarse(rng, n0, n1, 24)
+    out = np.empty((n0, n1), np.uint8, order=order)
+    for r0 in range(0, n0, _SLAB):
+        r1 = min(n0, r0 + _SLAB)
+        f = _interp_rows(g64, r0, r1, n1, 64) + 0.5 * _interp_rows(g16, r0, r1, n1, 16)
+        m = _interp_rows(ridge, r0, r1, n1, 24)
+        f = 30 + 12 * f - 40 * np.exp(-((m / 0.12) ** 2))
+        out[r0:r1] = np.clip(f, 0, 56)
+    return out
 
 
 @lru_cache(maxsize=4)
-def source_tables(shape: tuple[int, int, int], seed: int) -> tuple[np.ndarray, ...]:
-    """The fields and the noise table (~10 MiB for 1024^3); built once per process."""
+def source_tables(
+    shape: tuple[int, int, int], seed: int, order: str = "F"
+) -> tuple[np.ndarray, ...]:
+    """The fields and the noise table (~10 MiB for 1024^3), laid out in ``order`` so that
+    blocks of that order are filled with contiguous reads; built once per process.
+
+    Built a few rows at a time: large temporaries, once freed, would stay in the worker's
+    heap (and raise glibc's mmap threshold), and a writer could then reuse that memory
+    without it showing in the peak RSS.
+    """
     rng = np.random.default_rng(seed)
     X, Y, Z = shape
-    a, b, c = _plane(rng, X, Y), _plane(rng, Y, Z), _plane(rng, X, Z)
-    noise = rng.standard_normal((_NOISE,) * 3, dtype=np.float32) * 6
-    noise = np.asfortranarray(np.clip(np.rint(noise), -30, 30).astype(np.int16) + 30)
-    return a, b, c, noise.astype(np.uint8, order="F")
+    a, b, c = _plane(rng, X, Y, order), _plane(rng, Y, Z, order), _plane(rng, X, Z, order)
+    noise = np.empty((_NOISE,) * 3, np.uint8, order=order)
+    for i in range(0, _NOISE, 2):  # the same values as one standard_normal((192,) * 3) call
+        n = rng.standard_normal((2, _NOISE, _NOISE), dtype=np.float32) * 6
+        noise[i : i + 2] = np.clip(np.rint(n), -30, 30) + 30
+    return a, b, c, noise
 
 
 def source_block(shape, seed, lo, size, order: str = "F") -> np.ndarray:
     """The block of the source volume at voxel ``lo`` with shape ``size``, in memory order
     ``order`` (the values do not depend on it)."""
-    a, b, c, noise = source_tables(tuple(shape), seed)
+    a, b, c, noise = source_tables(tuple(shape), seed, order)
     (x0, y0, z0), (bx, by, bz) = lo, size
     if max(size) > _NOISE - 64:
         raise ValueError(f"blocks of up to {_NOISE - 64} voxels per axis, got {size}")
@@ -372,6 +394,19 @@ def worker(payload: dict[str, Any]) -> None:
         _worker_write(case, payload)
 
 
+def _release_free_memory() -> None:
+    """Give memory that was freed (generator tables' temporaries, the warm-up) back to the
+    OS before the baseline is taken, so that reusing it cannot hide part of the peak."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _worker_write(case: VolumeSpec, payload: dict[str, Any]) -> None:
     import dask.array  # noqa: F401  (imported before the timed region, as by every writer)
 
@@ -380,13 +415,14 @@ def _worker_write(case: VolumeSpec, payload: dict[str, Any]) -> None:
     path = payload["path"]
     order = payload.get("source_order", "F")
     src = source_array(case, order)
-    source_tables(tuple(case.shape), case.seed)  # the generator's tables: not billed
+    source_tables(tuple(case.shape), case.seed, order)  # the generator's tables: not billed
     if payload.get("warmup", True):
         wcase = _warmup_case(case)
         wpath = path + ".warmup"
         shutil.rmtree(wpath, ignore_errors=True)
         fn(wcase, wpath, source_array(wcase, order), opts)
         shutil.rmtree(wpath, ignore_errors=True)
+    _release_free_memory()
     with PeakMemory() as mem:
         c0, t0 = cpu_seconds(), time.perf_counter()
         extra = fn(case, path, src, opts)
@@ -407,8 +443,9 @@ def _worker_generate(case: VolumeSpec, payload: dict[str, Any]) -> None:
     """Time the data generation alone (into a null sink), then the reference checksum."""
     import dask.array as da
 
-    src = source_array(case, payload.get("source_order", "F"))
-    source_tables(tuple(case.shape), case.seed)
+    order = payload.get("source_order", "F")
+    src = source_array(case, order)
+    source_tables(tuple(case.shape), case.seed, order)
     runs = []
     for _ in range(payload.get("repeat", 2)):
         sink = _NullSink()

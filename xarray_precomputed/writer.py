@@ -37,10 +37,8 @@ from .sharding import (
     assemble_shard,
     encode_chunk_data,
     morton_bit_dims,
-    morton_decode,
     morton_encode,
     parse_shard_index,
-    read_shard_chunks,
     shard_and_minishard,
     shard_box_chunks,
     shard_index_size,
@@ -690,7 +688,7 @@ def _aligned_chunks(start: int, length: int, unit: int) -> tuple[int, ...]:
 
 
 class _BlockWriter:
-    """The function each write task runs on its block (whole shards or whole chunks)."""
+    """What each write task runs: small and picklable (a Store and the metadata)."""
 
     def __init__(self, store, info, scale_index, region_start, merge, write_empty):
         self.store = store
@@ -707,15 +705,6 @@ class _BlockWriter:
             self.store, self.info, self.scale_index, _Pieces(shape, pieces), origin,
             merge=self.merge, write_empty=self.write_empty,
         )  # fmt: skip
-
-    def __call__(self, block: np.ndarray, block_info=None) -> np.ndarray:
-        loc = block_info[0]["array-location"]
-        origin = tuple(self.region_start[d] + loc[d][0] for d in range(3))
-        written = write_block(
-            self.store, self.info, self.scale_index, np.asarray(block), origin,
-            merge=self.merge, write_empty=self.write_empty,
-        )  # fmt: skip
-        return np.full((1, 1, 1, 1), written, dtype=np.int64)
 
 
 class _Pieces:
@@ -989,4 +978,3 @@ def _existing_shard_blobs(store: Store, key: str, spec: ShardingSpec, where: str
 
 
 __all__ = ["auto_sharding", "to_precomputed", "write_block"]
-_unused = (morton_decode, read_shard_chunks)
