@@ -1,20 +1,20 @@
 """Where our writer spends its time and memory on bench_write.py's volume (evidence for README).
 
-    python benchmarks/profile_write.py            # 1 GiB, data_encoding raw
-    python benchmarks/profile_write.py --quick    # 64 MiB
-    python benchmarks/profile_write.py --gzip     # data_encoding gzip
+    python benchmarks/profile_write.py                    # 1 GiB, data_encoding raw
+    python benchmarks/profile_write.py --quick            # 64 MiB
+    python benchmarks/profile_write.py --gzip             # data_encoding gzip
+    python benchmarks/profile_write.py --source-order C   # C-ordered source blocks
 
 1. cProfile of ``to_precomputed`` on the synchronous scheduler (one thread, so the profile
    sees every task): the functions with the most own time.
-2. The two copies that dominate, on one shard box (512x256x256 uint8): dask's
-   ``concatenate3`` (used by ``rechunk``) builds a C-ordered block from the x-fastest
-   (Fortran) input blocks, and the raw codec's ``tobytes(order="F")`` turns each chunk of
-   that C-ordered block back into x-fastest bytes: two transposing copies of every voxel.
-3. Each in a fresh subprocess like bench_write.py (2 dask threads): the package as is and,
-   while ``_write_graph`` still calls ``data.rechunk(chunks)``, a what-if with that line
-   changed *in memory* (nothing on disk is edited) to rechunk the transposed array -- dask
-   then concatenates blocks into an x-fastest result and no voxel is transposed. Both are
-   checked by reading back with tensorstore.
+2. Copying one 64^3 chunk out of a 128^3 input block into x-fastest memory, as a write task
+   does for every chunk: ``writer.fortran_order`` (a tiled copy written for C-ordered input)
+   against ``np.asfortranarray``, for Fortran- and C-ordered blocks. When the block is
+   already x-fastest, the plain copy is the fast one.
+3. ``to_precomputed`` in fresh subprocesses like bench_write.py (2 dask threads): the package
+   as is, and a what-if where ``fortran_order`` is replaced *in memory* (nothing on disk is
+   edited) by ``np.asfortranarray`` whenever x is already the fastest axis. Both are checked
+   by reading the volume back with tensorstore.
 4. Memory: tracemalloc's peak of Python/NumPy allocations with 1 and 2 dask threads, i.e. how
    many shard-sized buffers one in-flight shard keeps alive.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import inspect
 import io
 import json
 import pstats
@@ -37,11 +36,12 @@ from typing import Any
 import numpy as np
 from bench_write import (
     INPUT_CHUNK,
+    _release_free_memory,
     _warmup_case,
     _write_ours,
     shard_bytes,
-    shard_slices,
     source_array,
+    source_block,
     source_tables,
     write_cases,
 )
@@ -57,18 +57,20 @@ from common import (
     tensorstore_spec,
 )
 
-PATCH_OLD = "data = data.rechunk(chunks)"
-PATCH_NEW = "data = data.transpose().rechunk(tuple(reversed(chunks))).transpose()"
 
-
-def patch_writer() -> None:
-    """Re-define ``_write_graph`` in memory: every ``rechunk`` done on the transposed array."""
+def patch_fortran_order() -> None:
+    """What-if: a plain (fast) copy when x is already the smallest stride."""
     import xarray_precomputed.writer as w
 
-    src = inspect.getsource(w._write_graph)
-    if PATCH_OLD not in src:
-        raise RuntimeError("_write_graph no longer has the line this what-if replaces")
-    exec(compile(src.replace(PATCH_OLD, PATCH_NEW), w.__file__, "exec"), w.__dict__)
+    tiled = w.fortran_order
+
+    def fortran_order(array: np.ndarray, tile: int = 16) -> np.ndarray:
+        s = array.strides
+        if abs(s[0]) <= min(abs(s[1]), abs(s[2])):
+            return np.asfortranarray(array)
+        return tiled(array, tile)
+
+    w.fortran_order = fortran_order
 
 
 def _threads(n: int):
@@ -95,9 +97,10 @@ def _prepare(case, path: Path, threads: int, order: str = "F"):
 def worker(payload: dict[str, Any]) -> None:
     case = write_cases(payload["quick"])[payload["case"]]
     path = Path(payload["path"])
-    if payload["variant"] == "transposed-rechunk":
-        patch_writer()
+    if payload["variant"] == "plain-copy-when-x-fastest":
+        patch_fortran_order()
     src = _prepare(case, path, 2, payload["order"])
+    _release_free_memory()
     with PeakMemory() as mem:
         c0, t0 = cpu_seconds(), time.perf_counter()
         _write_ours(case, str(path), src)
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gzip", action="store_true", help="shard data_encoding gzip (default raw)")
     p.add_argument("--source-order", choices=("F", "C"), default="F", help="source block order")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    p.add_argument("--repeat", type=int, default=2, help="what-if runs per variant")
+    p.add_argument("--repeat", type=int, default=3, help="subprocess runs per variant")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -127,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     case = write_cases(args.quick)[case_index]
     out = Path(args.data_dir) / "write" / "profile"
     shard = shard_bytes(case)
-    print(f"{case.name}: {case.nbytes / MiB:.0f} MiB, dask chunks {INPUT_CHUNK}, shard box "
-          f"{shard_box(case)} chunks ({shard / MiB:.0f} MiB)\n")  # fmt: skip
+    print(f"{case.name}: {case.nbytes / MiB:.0f} MiB, dask chunks {INPUT_CHUNK} "
+          f"({args.source_order}-ordered), shard box {shard_box(case)} chunks "
+          f"({shard / MiB:.0f} MiB)\n")  # fmt: skip
 
     # 1. cProfile, synchronous scheduler
     src = _prepare(case, out, 1, args.source_order)
@@ -141,93 +145,58 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     s = io.StringIO()
     stats = pstats.Stats(prof, stream=s)
-    stats.sort_stats("tottime").print_stats(8)
-    print(f"1. cProfile, synchronous scheduler: {wall:.2f} s wall")
+    stats.sort_stats("tottime").print_stats(10)
+    print(f"1. cProfile, synchronous scheduler: {wall:.2f} s wall; own time per function:")
     print("\n".join(line for line in s.getvalue().splitlines()[6:] if line.strip()))
-    own = {f[2]: v[2] for f, v in stats.stats.items()}  # type: ignore[attr-defined]
-    conc = own.get("concatenate3", 0.0)
-    tob = own.get("<method 'tobytes' of 'numpy.ndarray' objects>", 0.0)
-    print(f"   concatenate3 + ndarray.tobytes: {conc + tob:.2f} s of {wall:.2f} s "
-          f"({(conc + tob) / wall:.0%})\n")  # fmt: skip
+    print()
 
-    # 2. the two copies, on one shard box
-    import dask.array as da
+    # 2. one chunk out of one input block
+    from xarray_precomputed.writer import fortran_order
 
-    sl = shard_slices(case)[0]
-    shape = tuple(x.stop - x.start for x in sl)
-    f_block = np.empty(shape, np.uint8, order="F")
-    da.store(src[sl], f_block, lock=False, scheduler="sync")
-
-    def best(fn, n=3) -> float:
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    def chunks_to_bytes(block):
-        c = case.chunk
-        for z in range(0, shape[2], c[2]):
-            for y in range(0, shape[1], c[1]):
-                for x in range(0, shape[0], c[0]):
-                    block[x : x + c[0], y : y + c[1], z : z + c[2]].tobytes(order="F")
-
+    lo, size = (0, 0, 0), INPUT_CHUNK
+    f_block = source_block(case.shape, case.seed, lo, size, "F")[..., np.newaxis]
     c_block = np.ascontiguousarray(f_block)
-    rows = [
-        ("F blocks -> C shard (what rechunk's concatenate3 does)",
-         best(lambda: np.ascontiguousarray(f_block))),
-        ("F blocks -> F shard (rechunk of the transposed array)",
-         best(lambda: np.asfortranarray(f_block).copy(order="K"))),
-        ("chunks of a C shard -> F bytes (raw encode now)", best(lambda: chunks_to_bytes(c_block))),
-        ("chunks of an F shard -> F bytes", best(lambda: chunks_to_bytes(f_block))),
-    ]  # fmt: skip
-    print(f"2. copies of one {shard / MiB:.0f} MiB shard box, one thread:")
-    for label, t in rows:
-        print(f"   {label:55s} {t * 1e3:7.1f} ms  {shard / t / 1e6:6.0f} MB/s")
-    n = len(shard_slices(case))
-    print(
-        f"   x {n} shards: {n * (rows[0][1] + rows[2][1]):.2f} s of CPU in the two "
-        f"transposing copies vs {n * (rows[1][1] + rows[3][1]):.2f} s without\n"
-    )
+    c = case.chunk
 
-    # 3. what-if, fresh subprocesses
+    def per_chunk(fn, block) -> float:
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            for x in range(0, size[0], c[0]):
+                for y in range(0, size[1], c[1]):
+                    for z in range(0, size[2], c[2]):
+                        fn(block[x : x + c[0], y : y + c[1], z : z + c[2]])
+            best = min(best, time.perf_counter() - t)
+        return best / (np.prod(size) // np.prod(c))
+
+    chunk_bytes = int(np.prod(c))
+    n_chunks = case.nbytes // chunk_bytes
+    print(f"2. one {c[0]}x{c[1]}x{c[2]} chunk out of a {size[0]}^3 input block into x-fastest "
+          f"memory (one thread; x {n_chunks} chunks for the volume):")  # fmt: skip
+    for label, block in (("F-ordered block", f_block), ("C-ordered block", c_block)):
+        for name, fn in (("writer.fortran_order", fortran_order),
+                         ("np.asfortranarray", np.asfortranarray)):  # fmt: skip
+            t = per_chunk(fn, block)
+            print(f"   {label}, {name:22s} {t * 1e6:6.0f} us  {chunk_bytes / t / 1e6:6.0f} MB/s"
+                  f"  = {t * n_chunks:5.2f} s CPU per volume")  # fmt: skip
+    print()
+
+    # 3. as is and the what-if, fresh subprocesses
     print("3. to_precomputed, 2 dask threads, fresh subprocess each (best time, median peak):")
     script = Path(__file__).resolve()
-    import xarray_precomputed.writer as w
-
-    variants = ["as-is"]
-    if PATCH_OLD in inspect.getsource(w._write_graph):
-        variants.append("transposed-rechunk")
-    else:
-        print(
-            "   (the writer no longer rechunks with dask: the transposed-rechunk what-if is moot)"
-        )
-    for variant in variants:
-        runs = [
-            run_worker(
-                script,
-                {
-                    "quick": args.quick,
-                    "case": case_index,
-                    "variant": variant,
-                    "path": str(out),
-                    "order": args.source_order,
-                },
-            )  # fmt: skip
-            for _ in range(args.repeat)
-        ]
+    for variant in ("as-is", "plain-copy-when-x-fastest"):
+        payload = {"quick": args.quick, "case": case_index, "variant": variant,
+                   "path": str(out), "order": args.source_order}  # fmt: skip
+        runs = [run_worker(script, payload) for _ in range(args.repeat)]
         good = [r for r in runs if "error" not in r]
         if not good:
             print(f"   {variant}: ERROR {runs[-1]['error']}")
             continue
         b = min(good, key=lambda r: r["seconds"])
         peak = float(np.median([r["peak_extra_bytes"] for r in good]))
-        print(f"   {variant:20s} {case.nbytes / b['seconds'] / 1e6:6.0f} MB/s  {b['seconds']:.2f} s"
+        print(f"   {variant:26s} {case.nbytes / b['seconds'] / 1e6:5.0f} MB/s  {b['seconds']:.2f} s"
               f"  cpu {b['cpu_seconds']:.2f} s  peak +{peak / MiB:.0f} MiB ({peak / shard:.2f} "
-              f"shards)  others {b['others_cores']:.2f}  checksum {b['checksum']}")  # fmt: skip
-    if len(variants) > 1:
-        print(f"   (the what-if replaces `{PATCH_OLD}` with `{PATCH_NEW}`)")
+              f"shards)  others {b['others_cores']:.2f}  {b['checksum']}")  # fmt: skip
     print()
 
     # 4. tracemalloc
