@@ -115,7 +115,7 @@ def shard_slices(case: VolumeSpec) -> list[tuple[slice, slice, slice]]:
 # seed and the voxel position: three smooth 2-D fields of (x, y), (y, z) and (x, z) with
 # dark "membrane" ridges, summed by broadcasting, plus per-voxel noise taken from a
 # 192^3 table at an offset that depends on the block position. The result looks and
-# compresses like EM (gzip ~1.26x); no chunk is constant. The fields cover the whole
+# compresses like EM (gzip ~1.2-1.3x); no chunk is constant. The fields cover the whole
 # volume, so the texture is continuous across blocks (the noise window is not).
 
 _NOISE = 192
@@ -228,8 +228,8 @@ class _NullSink:
 
 # -- writers (each runs in a fresh subprocess) -------------------------------------------------------
 #
-# ``write(case, path, src)`` writes the whole Dask array ``src`` as the volume described by
-# ``case`` at ``path`` (a new, empty directory) and returns extra facts for the JSON.
+# ``write(case, path, src, opts)`` writes the whole Dask array ``src`` as the volume described
+# by ``case`` at ``path`` (a new, empty directory) and returns extra facts for the JSON.
 
 
 def _dask_threads():
@@ -240,7 +240,8 @@ def _dask_threads():
 
 def _compute_box(src, sl, buf: np.ndarray) -> np.ndarray:
     """One shard box of ``src`` into the preallocated Fortran buffer ``buf`` (no C-ordered
-    concatenate: each 128^3 block is copied once, contiguously, into place)."""
+    concatenate: each 128^3 block is copied once into place, contiguously when the blocks
+    are Fortran-ordered)."""
     import dask.array as da
 
     view = buf[tuple(slice(0, s.stop - s.start) for s in sl)]

@@ -752,6 +752,9 @@ def fortran_order(array: np.ndarray, tile: int = 16) -> np.ndarray:
     """
     if array.flags.f_contiguous:
         return array
+    if array.strides[0] <= min(array.strides[1:3]):
+        # already x-fastest (a slice of an x-fastest block): a plain copy is 4x faster
+        return np.asfortranarray(array)
     out = np.empty(array.shape, array.dtype, order="F")
     nx, _, nz, nc = array.shape
     for c in range(nc):
