@@ -24,7 +24,6 @@ from .sharding import (
     decode_chunk_data,
     decode_minishard_index,
     lookup,
-    morton_decode,
     morton_encode,
     parse_shard_index,
     shard_and_minishard,
@@ -386,21 +385,3 @@ class ScaleReader:
                 s, e = ranges[i]
                 out[i] = view[s - s0 : e - s0]
         return out
-
-    # -- whole-shard access, used by the writer --------------------------------
-
-    def read_shard_cells(self, shard: int) -> dict[tuple[int, int, int], np.ndarray]:
-        """Every stored chunk of one shard, decoded, keyed by grid cell."""
-        from .sharding import read_shard_chunks
-
-        spec = self.scale.sharding
-        key = shard_key(shard, spec)
-        data = self.store.get(f"{self.scale.key}/{key}")
-        if data is None:
-            return {}
-        where = self._where(key)
-        result = {}
-        for cid, blob in read_shard_chunks(data, spec, where):
-            cell = tuple(int(v) for v in morton_decode(np.array([cid]), self.scale.grid_shape)[0])
-            result[cell] = self.codec.decode(blob, chunk_shape(self.scale, cell), where)
-        return result

@@ -304,10 +304,14 @@ def assemble_shard(
     return out
 
 
-def read_shard_chunks(shard: bytes, spec: ShardingSpec, where: str) -> Iterable[tuple[int, bytes]]:
-    """Every (chunk id, stored chunk bytes) in a whole shard file, data_encoding undone."""
+def stored_chunks(shard: bytes, spec: ShardingSpec, where: str) -> Iterable[tuple[int, memoryview]]:
+    """Every (chunk id, stored bytes) in a whole shard file, ``data_encoding`` still applied.
+
+    The bytes are views into ``shard``; every range is checked against its length.
+    """
     size = shard_index_size(spec)
     index = parse_shard_index(shard[:size], spec, where)
+    view = memoryview(shard)
     for m, (start, end) in enumerate(index):
         if start == end:
             continue
@@ -317,4 +321,10 @@ def read_shard_chunks(shard: bytes, spec: ShardingSpec, where: str) -> Iterable[
         for i, s, e in zip(ids, starts, ends):
             if e > len(shard) or s > e:
                 raise CorruptDataError(f"{where}: chunk {int(i)} lies beyond the end of the shard")
-            yield int(i), decode_chunk_data(shard[int(s) : int(e)], spec, None, where)
+            yield int(i), view[int(s) : int(e)]
+
+
+def read_shard_chunks(shard: bytes, spec: ShardingSpec, where: str) -> Iterable[tuple[int, bytes]]:
+    """Every (chunk id, stored chunk bytes) in a whole shard file, data_encoding undone."""
+    for cid, blob in stored_chunks(shard, spec, where):
+        yield cid, bytes(decode_chunk_data(blob, spec, None, where))

@@ -38,11 +38,10 @@ from .sharding import (
     encode_chunk_data,
     morton_bit_dims,
     morton_encode,
-    parse_shard_index,
     shard_and_minishard,
     shard_box_chunks,
-    shard_index_size,
     shard_key,
+    stored_chunks,
 )
 from .storage import Store
 
@@ -955,29 +954,7 @@ def _undo_data_encoding(blob, spec, codec, cshape, where) -> bytes:
 def _existing_shard_blobs(store: Store, key: str, spec: ShardingSpec, where: str) -> dict:
     """The stored (still data-encoded) bytes of every chunk in an existing shard."""
     data = store.get(key)
-    if data is None:
-        return {}
-    isize = shard_index_size(spec)
-    index = parse_shard_index(data[:isize], spec, where)
-    from .sharding import decode_minishard_index
-
-    view = memoryview(data)
-    out = {}
-    for m, (start, end) in enumerate(index):
-        if start == end:
-            continue
-        if end > len(data):
-            from .errors import CorruptDataError
-
-            raise CorruptDataError(f"{where}: minishard {m} index lies beyond the shard end")
-        ids, starts, ends = decode_minishard_index(data[int(start) : int(end)], spec, where)
-        for i, s, e in zip(ids, starts, ends):
-            if e > len(data):
-                from .errors import CorruptDataError
-
-                raise CorruptDataError(f"{where}: chunk {int(i)} lies beyond the shard end")
-            out[int(i)] = view[int(s) : int(e)]
-    return out
+    return {} if data is None else dict(stored_chunks(data, spec, where))
 
 
 __all__ = ["auto_sharding", "to_precomputed", "write_block"]
