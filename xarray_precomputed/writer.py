@@ -20,6 +20,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .backend import PrecomputedArray
 from .chunk_grid import chunk_group, chunk_key, chunk_shape, shard_box_voxels
 from .codecs import get_codec
 from .errors import InfoError, VolumeExistsError, WriteError
@@ -35,6 +36,7 @@ from .metadata import (
 from .reader import ScaleReader
 from .sharding import (
     assemble_shard,
+    decode_chunk_data,
     encode_chunk_data,
     morton_bit_dims,
     morton_encode,
@@ -585,8 +587,6 @@ def _reads_from(data: Any, url: str | None) -> bool:
     """
     from dask.highlevelgraph import MaterializedLayer
 
-    from .backend import PrecomputedArray
-
     graph = getattr(data, "__dask_graph__", lambda: None)()
     for layer in getattr(graph, "layers", {}).values():
         if not isinstance(layer, MaterializedLayer) or len(layer) > 64:
@@ -946,8 +946,6 @@ def _chunk_producer(block, cell, cid, in_chunk, in_block, whole, cshape, existin
 
 
 def _undo_data_encoding(blob, spec, codec, cshape, where) -> bytes:
-    from .sharding import decode_chunk_data
-
     return decode_chunk_data(bytes(blob), spec, codec.expand_bound(cshape), where)
 
 
