@@ -885,7 +885,7 @@ SHARD_BYTES = math.prod(SHARD_SHAPE)
 
 @pytest.mark.parametrize("encodings", [("raw", "raw"), ("gzip", "gzip")], ids="-".join)
 def test_write_task_peak_memory_within_3x_shard(tmp_path, encodings):
-    from xarray_precomputed.writer import write_block
+    from xarray_precomputed.write_tasks import write_block
 
     spec = sharding_dict(5, 0, 3, *encodings)  # boxes of 4x4x2 chunks = one 8 MiB block
     url = str(tmp_path / "v")
