@@ -18,7 +18,7 @@ from typing import Any
 
 import fsspec
 
-from .codecs.compression import gzip_decompress
+from .compression import gzip_decompress
 from .errors import CorruptDataError, StorageError
 
 _PREFIX = "precomputed://"
