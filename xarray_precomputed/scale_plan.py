@@ -18,7 +18,7 @@ import xarray as xr
 
 from .chunk_grid import morton_bit_dims, shard_box_chunks
 from .codecs import ENCODINGS, codec_class
-from .conventions import resolution_key
+from .conventions import INFO_EXTRA_ATTRS, RESERVED_ATTRS, VARIABLE_NAMES, resolution_key
 from .errors import InfoError, UnsupportedEncodingError, WriteError
 from .inputs import check_dtype, geometry
 from .metadata import Scale, ShardingSpec, VolumeInfo
@@ -148,23 +148,19 @@ def new_info(
     array: xr.DataArray, options: Mapping[str, Any], scales: Sequence[Scale]
 ) -> VolumeInfo:
     vtype = options["type"] or (
-        array.name if array.name in ("image", "segmentation") else array.attrs.get("type")
+        array.name if array.name in VARIABLE_NAMES[:2] else array.attrs.get("type")
     )
     if vtype is None:
         vtype = "segmentation" if array.dtype.name in ("uint32", "uint64") else "image"
-    reserved = {
-        "url", "scale_key", "scale_index", "type", "data_type", "num_channels", "resolution",
-        "voxel_offset", "size", "chunk_size", "chunk_sizes", "encoding", "sharding",
-        "compressed_segmentation_block_size", "jpeg_quality", "png_level", "scales", "hidden",
-    }  # fmt: skip
-    extra = {
-        k: v for k, v in array.attrs.items() if k in ("mesh", "skeletons", "segment_properties")
-    }
+    extra = {k: v for k, v in array.attrs.items() if k in INFO_EXTRA_ATTRS}
     extra.update(
         {
             k: v
             for k, v in array.attrs.items()
-            if k not in reserved and _is_json(v) and k not in extra and k.startswith("neuroglancer")
+            if k not in RESERVED_ATTRS
+            and _is_json(v)
+            and k not in extra
+            and k.startswith("neuroglancer")
         }  # fmt: skip
     )
     return VolumeInfo(

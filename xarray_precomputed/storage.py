@@ -148,14 +148,6 @@ class Store:
         """A human-readable location for error messages."""
         return f"{self.url}/{key}"
 
-    def child(self, key: str) -> Store:
-        """A store rooted at ``key`` below this one."""
-        s = Store.__new__(Store)
-        s.url = self.url + "/" + key.strip("/")
-        s.storage_options = self.storage_options
-        s._fs, s._root = self._fs, (None if self._root is None else self._root + "/" + key)
-        return s
-
     # -- reads ---------------------------------------------------------------
 
     def get(self, key: str, max_size: int | None = None) -> bytes | None:
