@@ -18,7 +18,7 @@ from typing import Any
 
 import fsspec
 
-from .codecs.compression import gzip_decompress
+from .compression import gzip_decompress
 from .errors import CorruptDataError, StorageError
 from .remote import OWN_OPTIONS, RemoteCaller, open_filesystem
 from .retry import RetryPolicy, classify, describe
@@ -152,16 +152,6 @@ class Store:
     def url_of(self, key: str) -> str:
         """A human-readable location for error messages."""
         return f"{self.url}/{key}"
-
-    def child(self, key: str) -> Store:
-        """A store rooted at ``key`` below this one."""
-        s = Store.__new__(Store)
-        s.url = self.url + "/" + key.strip("/")
-        s.storage_options = self.storage_options
-        s.retry = self.retry
-        s._fs, s._root = self._fs, (None if self._root is None else self._root + "/" + key)
-        s._remote = RemoteCaller(s, self.retry)
-        return s
 
     # -- reads ---------------------------------------------------------------
 

@@ -22,17 +22,14 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from ..chunk_grid import compressed_morton_bits
+from ..codecs import DATA_TYPES, ENCODING_CHANNELS, ENCODING_DTYPES, ENCODINGS
 from ..metadata import (
-    DATA_TYPES,
-    ENCODING_CHANNELS,
-    ENCODING_DTYPES,
-    ENCODINGS,
     HASHES,
     MULTISCALE_TYPE,
     SHARD_ENCODINGS,
     ShardingSpec,
     VolumeInfo,
-    compressed_morton_bits,
 )
 
 __all__ = [
