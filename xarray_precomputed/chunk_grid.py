@@ -2,9 +2,9 @@
 
 All positions here are in array coordinates, i.e. voxels relative to the scale's
 ``voxel_offset`` (index 0 is the first voxel of the volume). The grid is anchored
-at ``voxel_offset`` and the last chunk along each axis is clipped (spec 2.1).
-Chunks are numbered by compressed Morton codes of their grid cell (spec 4.1); with
-the identity hash a shard holds an axis-aligned box of chunks (spec 5.1).
+at ``voxel_offset`` and the last chunk along each axis is clipped (docs/format.md §2.1).
+Chunks are numbered by compressed Morton codes of their grid cell (docs/format.md §4.1); with
+the identity hash a shard holds an axis-aligned box of chunks (docs/format.md §5.1).
 
 Pure maths on tuples and metadata objects: this module imports nothing from the
 package at run time, so metadata validation can use it.
@@ -24,7 +24,7 @@ _U64 = np.uint64
 
 
 def compressed_morton_bits(grid_shape: Sequence[int]) -> tuple[int, int, int]:
-    """Bits per axis of the compressed Morton code of a chunk grid (spec 4.1).
+    """Bits per axis of the compressed Morton code of a chunk grid (docs/format.md §4.1).
 
     >>> compressed_morton_bits((5, 3, 8))
     (3, 2, 3)
@@ -100,9 +100,9 @@ def _aligned_box(grid_shape: Sequence[int], lo: int, hi: int) -> tuple[int, int,
 
 def shard_box_chunks(grid_shape: Sequence[int], spec: ShardingSpec) -> tuple[int, int, int] | None:
     """Shape in chunks of the axis-aligned box each shard holds, or ``None`` if shards
-    are not boxes (murmurhash, or too few bits so boxes alias) (spec 5.1).
+    are not boxes (murmurhash, or too few bits so boxes alias) (docs/format.md §5.1).
 
-    Besides TS's rule (identity hash and ``sum(bits) <= preshift + minishard + shard``)
+    Besides tensorstore's rule (identity hash and ``sum(bits) <= preshift + minishard + shard``)
     this also recognises aliasing that still leaves boxes, e.g. ``shard_bits = 0``
     (one shard holds the whole grid).
 
@@ -141,7 +141,7 @@ def chunk_shape(scale: Scale, cell: Sequence[int]) -> tuple[int, int, int]:
 
 
 def chunk_key(scale: Scale, cell: Sequence[int]) -> str:
-    """Unsharded object name of chunk ``cell`` relative to the scale directory (spec 2.2).
+    """Unsharded object name of chunk ``cell`` relative to the scale directory (docs/format.md §2.2).
 
     >>> from xarray_precomputed.metadata import Scale
     >>> s = Scale(key="k", size=(10, 7, 5), resolution=(1, 1, 1), chunk_sizes=((4, 4, 4),),
@@ -195,7 +195,7 @@ def chunk_group(scale: Scale, voxel_bytes: int, target: int = GROUP_BYTES) -> tu
 def preferred_chunks(scale: Scale, voxel_bytes: int) -> tuple[int, int, int]:
     """The block shape (voxels) that Dask should use so tasks align with storage.
 
-    Box-shaped shards (identity hash, spec 5.1) give one task per shard. Any other
+    Box-shaped shards (identity hash, docs/format.md §5.1) give one task per shard. Any other
     layout (unsharded, murmurhash) gives blocks of whole storage chunks of about
     64 MiB: one task per 64^3 chunk would spend more time scheduling than reading.
     """

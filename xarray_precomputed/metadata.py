@@ -2,8 +2,8 @@
 
 Metadata objects are frozen and validated once, when parsed; the rest of the
 package trusts them. Unknown members are kept in ``extra`` so that an ``info``
-rewritten by the writer loses nothing. See ``shared/spec/precomputed-format.md``
-section 1 for the rules enforced here.
+rewritten by the writer loses nothing. The rules enforced here are those of
+docs/format.md §1 (checklist in §1.5).
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ class VolumeInfo:
 
     @classmethod
     def from_json(cls, obj: Any, url: str = "<info>") -> VolumeInfo:
-        """Parse and validate an ``info`` object (spec section 1.5).
+        """Parse and validate an ``info`` object (docs/format.md §1.5).
 
         >>> info = VolumeInfo.from_json({"type": "image", "data_type": "uint8", "num_channels": 1,
         ...     "scales": [{"key": "8_8_8", "size": [64, 64, 64], "resolution": [8, 8, 8],

@@ -1,9 +1,9 @@
 """The ``neuroglancer_uint64_sharded_v1`` format: chunk ids, hashing, shard files.
 
-Spec sections 4 and 5. Chunk ids are compressed Morton codes of the grid cell;
-``chunk_id >> preshift_bits`` is hashed, its low bits pick the minishard and the
-next bits the shard. A shard file is a fixed-size shard index followed by chunk
-data and minishard indexes at explicit offsets.
+docs/format.md §4. Chunk ids are compressed Morton codes of the grid cell
+(:mod:`.chunk_grid`); ``chunk_id >> preshift_bits`` is hashed, its low bits pick the
+minishard and the next bits the shard. A shard file is a fixed-size shard index
+followed by chunk data and minishard indexes at explicit offsets.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def hash_ids(ids: np.ndarray, spec: ShardingSpec) -> np.ndarray:
 
 
 def shard_and_minishard(ids: np.ndarray, spec: ShardingSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Shard number and minishard number of each chunk id (spec 4.2).
+    """Shard number and minishard number of each chunk id (docs/format.md §4.2).
 
     >>> spec = ShardingSpec(preshift_bits=1, hash="identity", minishard_bits=2, shard_bits=3)
     >>> [a.tolist() for a in shard_and_minishard(np.array([43], dtype=np.uint64), spec)]
@@ -49,7 +49,7 @@ def shard_and_minishard(ids: np.ndarray, spec: ShardingSpec) -> tuple[np.ndarray
 
 
 def shard_key(shard: int, spec: ShardingSpec) -> str:
-    """Object name of a shard (spec 4.3).
+    """Object name of a shard (docs/format.md §4.3).
 
     >>> shard_key(10, ShardingSpec(preshift_bits=0, hash="identity", minishard_bits=0, shard_bits=9))
     '00a.shard'

@@ -169,7 +169,7 @@ class Store:
                 pass
             except OSError as e:
                 raise StorageError(f"cannot read {path}: {e}") from e
-            # cloud-files stores compressed local chunks with a suffix (spec 2.4).
+            # cloud-files stores compressed local chunks with a suffix (docs/format.md §2.4).
             for suffix in (".gz", ".br"):
                 try:
                     with open(path + suffix, "rb") as f:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import UnsupportedEncodingError
 
-# Every data type a precomputed volume may have (docs/format.md section 1.2).
+# Every data type a precomputed volume may have (docs/format.md §1.1).
 DATA_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
 
 

@@ -1,4 +1,4 @@
-"""``compresso`` (spec 3.7), seung-lab's variant, via the ``compresso`` package."""
+"""``compresso`` (docs/format.md §3.7), seung-lab's variant, via the ``compresso`` package."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class CompressoCodec(Codec):
                 f"expected {tuple(shape)} of {self.dtype.itemsize}"
             )
         steps = (header["xstep"], header["ystep"], header["zstep"])
-        # compresso's decoder trusts its header; these values crash it (spec 3.7 limits).
+        # compresso's decoder trusts its header; these values crash it (docs/format.md §3.7 limits).
         if (
             min(steps) < 1
             or steps[0] * steps[1] * steps[2] > 64

@@ -1,4 +1,4 @@
-"""``compressed_segmentation`` (spec 3.6), via the ``compressed_segmentation`` package.
+"""``compressed_segmentation`` (docs/format.md §3.6), via the ``compressed_segmentation`` package.
 
 The package handles one channel at a time and trusts its input, so the channel
 table and every block header are checked here before it runs.

@@ -1,4 +1,4 @@
-"""2-D image encodings: ``jpeg``, ``png`` and ``jxl`` (spec 3.2-3.5).
+"""2-D image encodings: ``jpeg``, ``png`` and ``jxl`` (docs/format.md §3.2-3.5).
 
 A chunk is one image whose pixels, row after row, enumerate the voxels in
 Fortran ``(x, y, z)`` order, with the channels as interleaved components.
@@ -118,7 +118,7 @@ class PngCodec(ImageCodec):
 
 
 class JxlCodec(ImageCodec):
-    """JPEG XL (libjxl); uint8, 1 channel, the only interoperable layout (spec 3.5)."""
+    """JPEG XL (libjxl); uint8, 1 channel, the only interoperable layout (docs/format.md §3.5)."""
 
     name = "jxl"
     data_types = ("uint8",)
