@@ -18,7 +18,7 @@ from typing import Any
 
 import fsspec
 
-from .codecs.compression import gzip_decompress
+from .compression import gzip_decompress
 from .errors import CorruptDataError, StorageError
 
 _PREFIX = "precomputed://"
@@ -148,14 +148,6 @@ class Store:
         """A human-readable location for error messages."""
         return f"{self.url}/{key}"
 
-    def child(self, key: str) -> Store:
-        """A store rooted at ``key`` below this one."""
-        s = Store.__new__(Store)
-        s.url = self.url + "/" + key.strip("/")
-        s.storage_options = self.storage_options
-        s._fs, s._root = self._fs, (None if self._root is None else self._root + "/" + key)
-        return s
-
     # -- reads ---------------------------------------------------------------
 
     def get(self, key: str, max_size: int | None = None) -> bytes | None:
@@ -172,7 +164,7 @@ class Store:
                 pass
             except OSError as e:
                 raise StorageError(f"cannot read {path}: {e}") from e
-            # cloud-files stores compressed local chunks with a suffix (spec 2.4).
+            # cloud-files stores compressed local chunks with a suffix (docs/format.md §2.4).
             for suffix in (".gz", ".br"):
                 try:
                     with open(path + suffix, "rb") as f:
