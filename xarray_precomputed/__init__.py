@@ -12,6 +12,7 @@ from .errors import (
     CorruptDataError,
     InfoError,
     InfoNotFoundError,
+    LinkError,
     PrecomputedError,
     ScaleNotFoundError,
     StorageError,
@@ -20,6 +21,7 @@ from .errors import (
     WriteError,
 )
 from .metadata import Scale, ShardingSpec, VolumeInfo
+from .neuroglancer import neuroglancer_url
 from .pyramid import downsample
 from .scale_plan import auto_sharding
 from .writer import to_precomputed
@@ -31,6 +33,7 @@ __all__ = [
     "CorruptDataError",
     "InfoError",
     "InfoNotFoundError",
+    "LinkError",
     "PrecomputedBackendEntrypoint",
     "PrecomputedError",
     "Scale",
@@ -43,6 +46,7 @@ __all__ = [
     "WriteError",
     "auto_sharding",
     "downsample",
+    "neuroglancer_url",
     "open_info",
     "to_precomputed",
 ]

@@ -19,6 +19,8 @@ from .storage import Store
 from .write_plan import WritePlan
 from .write_tasks import write_block
 
+TASK_PREFIX = "to-precomputed-"  # key prefix of the write tasks (progress bars count them)
+
 
 def write_graph(store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bool) -> list:
     """One delayed task per shard box (or group of whole chunks) of ``plan``'s region.
@@ -63,7 +65,7 @@ def write_graph(store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bo
                 tuple(lo),
                 (*shape, data.shape[3]),
                 pieces,
-                dask_key_name=f"to-precomputed-{token}-{len(tasks)}",
+                dask_key_name=f"{TASK_PREFIX}{token}-{len(tasks)}",
             )  # fmt: skip
         )
     return tasks
