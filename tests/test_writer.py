@@ -30,9 +30,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xarray_precomputed as xp
+from xarray_precomputed.chunk_grid import shard_box_chunks as pkg_shard_box_chunks
 from xarray_precomputed.errors import StorageError, VolumeExistsError, WriteError
 from xarray_precomputed.metadata import Scale
-from xarray_precomputed.sharding import shard_box_chunks as pkg_shard_box_chunks
 from xarray_precomputed.storage import Store
 
 try:  # tests/ may or may not become a package
@@ -885,7 +885,7 @@ SHARD_BYTES = math.prod(SHARD_SHAPE)
 
 @pytest.mark.parametrize("encodings", [("raw", "raw"), ("gzip", "gzip")], ids="-".join)
 def test_write_task_peak_memory_within_3x_shard(tmp_path, encodings):
-    from xarray_precomputed.writer import write_block
+    from xarray_precomputed.write_tasks import write_block
 
     spec = sharding_dict(5, 0, 3, *encodings)  # boxes of 4x4x2 chunks = one 8 MiB block
     url = str(tmp_path / "v")

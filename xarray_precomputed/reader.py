@@ -15,19 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from .chunk_grid import chunk_key, chunk_shape
-from .codecs import get_codec
-from .codecs.compression import GZIP_MAGIC, gzip_decompress
+from .chunk_grid import chunk_key, chunk_shape, morton_encode, shard_box_chunks
+from .codecs import scale_codec
+from .compression import GZIP_MAGIC, gzip_decompress
 from .errors import ChunkNotFoundError, CorruptDataError
 from .metadata import Scale, VolumeInfo
 from .sharding import (
     decode_chunk_data,
     decode_minishard_index,
     lookup,
-    morton_encode,
     parse_shard_index,
     shard_and_minishard,
-    shard_box_chunks,
     shard_index_size,
     shard_key,
 )
@@ -112,10 +110,7 @@ class ScaleReader:
         self.fill_missing = fill_missing
         self.scale: Scale = info.scales[scale_index]
         s = self.scale
-        params: dict[str, Any] = {}
-        if s.encoding == "compressed_segmentation":
-            params["block_size"] = s.compressed_segmentation_block_size
-        self.codec = get_codec(s.encoding, info.dtype, info.num_channels, **params)
+        self.codec = scale_codec(s, info.dtype, info.num_channels)
         self.shape = (*s.size, info.num_channels)
         self.dtype = info.dtype
         self._box = shard_box_chunks(s.grid_shape, s.sharding) if s.sharding is not None else None

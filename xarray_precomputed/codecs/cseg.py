@@ -1,5 +1,5 @@
-"""``compressed_segmentation`` (spec 3.6): a compiled decoder of our own, the
-``compressed_segmentation`` package to encode.
+"""``compressed_segmentation`` (docs/format.md §3.6): a compiled decoder of our own,
+the ``compressed_segmentation`` package to encode.
 
 The package decodes while holding the GIL, so a thread pool would decode on one
 core; :mod:`.cseg_decode` decodes without it (docs/design.md). The channel table
@@ -15,7 +15,7 @@ from types import ModuleType
 import compressed_segmentation as cseg
 import numpy as np
 
-from ..errors import CorruptDataError, UnsupportedEncodingError
+from ..errors import CorruptDataError
 from .base import Codec
 
 _kernel: ModuleType | None = None
@@ -48,14 +48,13 @@ class CompressedSegmentationCodec(Codec):
     """uint32/uint64 labels in blocks of ``block_size`` voxels with per-block value tables."""
 
     name = "compressed_segmentation"
+    data_types = ("uint32", "uint64")
+    defaults = {"block_size": (8, 8, 8)}
+    scale_options = {"block_size": "compressed_segmentation_block_size"}
 
-    def __init__(self, dtype: np.dtype, num_channels: int, block_size=(8, 8, 8)):
-        super().__init__(dtype, num_channels)
-        if self.dtype.name not in ("uint32", "uint64"):
-            raise UnsupportedEncodingError(
-                f"compressed_segmentation needs uint32 or uint64, not {self.dtype.name}"
-            )
-        self.block_size = tuple(int(b) for b in block_size)
+    def __init__(self, dtype: np.dtype, num_channels: int, **params):
+        super().__init__(dtype, num_channels, **params)
+        self.block_size = tuple(int(b) for b in self.params["block_size"])
 
     def decode(self, data: bytes, shape: tuple[int, int, int], where: str) -> np.ndarray:
         out = np.empty((*shape, self.num_channels), dtype=self.dtype, order="F")
