@@ -127,7 +127,7 @@ class Store:
 
     @property
     def fsspec_options(self) -> dict[str, Any]:
-        """``storage_options`` without this package's own keys (``retry``)."""
+        """``storage_options`` without this package's own keys (``retry``, ``index_cache``, ``coalesce``)."""
         return {k: v for k, v in self.storage_options.items() if k not in OWN_OPTIONS}
 
     @property
