@@ -23,7 +23,9 @@ from .errors import (
 from .metadata import Scale, ShardingSpec, VolumeInfo
 from .neuroglancer import neuroglancer_url
 from .pyramid import downsample
+from .retry import RetryPolicy
 from .scale_plan import auto_sharding
+from .shard_index import clear_index_caches
 from .writer import to_precomputed
 
 __version__ = "0.1.0"
@@ -36,6 +38,7 @@ __all__ = [
     "LinkError",
     "PrecomputedBackendEntrypoint",
     "PrecomputedError",
+    "RetryPolicy",
     "Scale",
     "ScaleNotFoundError",
     "ShardingSpec",
@@ -45,6 +48,7 @@ __all__ = [
     "VolumeInfo",
     "WriteError",
     "auto_sharding",
+    "clear_index_caches",
     "downsample",
     "neuroglancer_url",
     "open_info",
