@@ -9,9 +9,8 @@ import os
 from typing import Any
 
 from ..backend import open_info
-from ..chunk_grid import shard_box_voxels
+from ..chunk_grid import shard_box_chunks, shard_box_voxels
 from ..metadata import Scale, VolumeInfo
-from ..sharding import shard_box_chunks
 from ..storage import Store
 from .options import json_object
 
