@@ -8,7 +8,7 @@
 1. cProfile of ``to_precomputed`` on the synchronous scheduler (one thread, so the profile
    sees every task): the functions with the most own time.
 2. Copying one 64^3 chunk out of a 128^3 input block into x-fastest memory, as a write task
-   does for every chunk: ``writer.fortran_order`` (a tiled copy written for C-ordered input)
+   does for every chunk: ``input_blocks.fortran_order`` (a tiled copy written for C-ordered input)
    against ``np.asfortranarray``, for Fortran- and C-ordered blocks. When the block is
    already x-fastest, the plain copy is the fast one.
 3. ``to_precomputed`` in fresh subprocesses like bench_write.py (2 dask threads): the package
@@ -60,7 +60,7 @@ from common import (
 
 def patch_fortran_order() -> None:
     """What-if: a plain (fast) copy when x is already the smallest stride."""
-    import xarray_precomputed.writer as w
+    import xarray_precomputed.input_blocks as w
 
     tiled = w.fortran_order
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
 
     # 2. one chunk out of one input block
-    from xarray_precomputed.writer import fortran_order
+    from xarray_precomputed.input_blocks import fortran_order
 
     lo, size = (0, 0, 0), INPUT_CHUNK
     f_block = source_block(case.shape, case.seed, lo, size, "F")[..., np.newaxis]
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"2. one {c[0]}x{c[1]}x{c[2]} chunk out of a {size[0]}^3 input block into x-fastest "
           f"memory (one thread; x {n_chunks} chunks for the volume):")  # fmt: skip
     for label, block in (("F-ordered block", f_block), ("C-ordered block", c_block)):
-        for name, fn in (("writer.fortran_order", fortran_order),
+        for name, fn in (("input_blocks.fortran_order", fortran_order),
                          ("np.asfortranarray", np.asfortranarray)):  # fmt: skip
             t = per_chunk(fn, block)
             print(f"   {label}, {name:22s} {t * 1e6:6.0f} us  {chunk_bytes / t / 1e6:6.0f} MB/s"

@@ -858,7 +858,7 @@ SHARD_BYTES = math.prod(SHARD_SHAPE)
 
 @pytest.mark.parametrize("encodings", [("raw", "raw"), ("gzip", "gzip")], ids="-".join)
 def test_write_task_peak_memory_within_3x_shard(tmp_path, encodings):
-    from xarray_precomputed.writer import write_block
+    from xarray_precomputed.write_tasks import write_block
 
     spec = sharding_dict(
         5, 0, 3, mi_enc=encodings[0], data_enc=encodings[1]

@@ -21,7 +21,8 @@ from .errors import (
 )
 from .metadata import Scale, ShardingSpec, VolumeInfo
 from .pyramid import downsample
-from .writer import auto_sharding, to_precomputed
+from .scale_plan import auto_sharding
+from .writer import to_precomputed
 
 __version__ = "0.1.0"
 

@@ -17,12 +17,11 @@ from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 from .chunk_grid import preferred_chunks
+from .conventions import DIMS
 from .errors import InfoError, InfoNotFoundError
 from .metadata import VolumeInfo
 from .reader import ScaleReader
 from .storage import Store, normalize_url
-
-DIMS = ("x", "y", "z", "channel")
 
 
 def open_info(

@@ -18,7 +18,9 @@ import numpy as np
 import xarray as xr
 
 from .backend import variable_name
+from .conventions import DIMS, SPATIAL_DIMS, resolution_key
 from .errors import WriteError
+from .inputs import geometry, volume_array
 
 METHODS = ("mean", "mode", "min", "max", "stride")
 
@@ -103,15 +105,13 @@ def downsample(
     >>> small.sizes["x"], float(small.x[0]), int(small[0, 0, 0, 0])
     (2, 4.0, 5)
     """
-    from .writer import DIMS, _data_array, _geometry
-
     factors = tuple(int(f) for f in factors)
     if len(factors) != 3 or min(factors) < 1:
         raise WriteError(f"factors must be 3 positive integers (x, y, z), got {factors}")
     dataset = obj if isinstance(obj, xr.Dataset) else None
-    array = _data_array(obj, variable)
+    array = volume_array(obj, variable)
     had_channel = "channel" in (obj[array.name].dims if dataset is not None else obj.dims)
-    resolution, offset = _geometry(array, None, None)
+    resolution, offset = geometry(array)
     kind = variable_name(str(array.attrs.get("type", array.name or "")))
     if method is None:
         method = "mode" if kind == "segmentation" else "mean"
@@ -174,7 +174,7 @@ def downsample(
             (new_offset[d] + np.arange(new_size[d], dtype=np.float64) + 0.5) * new_res[d],
             array.coords[dim].attrs if dim in array.coords else {"units": "nm"},
         )
-        for d, dim in enumerate(DIMS[:3])
+        for d, dim in enumerate(SPATIAL_DIMS)
     }
     coords["channel"] = (
         array.coords["channel"] if "channel" in array.coords else np.arange(array.shape[3])
@@ -184,7 +184,7 @@ def downsample(
         resolution=[int(r) if float(r).is_integer() else r for r in new_res],
         voxel_offset=list(new_offset),
         size=list(new_size),
-        scale_key="_".join(str(int(r)) if float(r).is_integer() else str(r) for r in new_res),
+        scale_key=resolution_key(new_res),
     )
     out = xr.DataArray(result, dims=DIMS, coords=coords, name=array.name, attrs=attrs)
     if not had_channel:

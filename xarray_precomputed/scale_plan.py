@@ -1,0 +1,213 @@
+"""What a new scale looks like: its chunking, encoding options and sharding.
+
+:func:`make_scale` turns the writer's options (or, where not given, the attrs the
+reader sets) into a :class:`~xarray_precomputed.metadata.Scale`; :func:`auto_sharding`
+chooses box-shaped shards of a target size; :func:`new_info` makes the ``info`` of
+a new volume and :func:`validate_scale` checks a scale before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import xarray as xr
+
+from .conventions import resolution_key
+from .errors import InfoError, WriteError
+from .inputs import check_dtype, geometry
+from .metadata import (
+    ENCODINGS,
+    Scale,
+    ShardingSpec,
+    VolumeInfo,
+    check_encoding_compatible,
+    compressed_morton_bits,
+)
+from .sharding import morton_bit_dims, shard_box_chunks
+
+DEFAULT_SHARD_BYTES = 256 * 2**20
+_WRITE_ENCODINGS = ("raw", "jpeg", "png", "compressed_segmentation", "compresso", "jxl")
+
+
+def make_scale(array: xr.DataArray, options: Mapping[str, Any], key: str | None) -> Scale:
+    """The new scale for ``array`` (x, y, z, channel) from the writer's ``options``.
+
+    Options left ``None`` come from the attrs the reader sets, then from defaults.
+    """
+    attrs = array.attrs
+    resolution, offset = geometry(array, options["resolution"], options["voxel_offset"])
+    size = tuple(int(n) for n in array.shape[:3])
+    same_shape = list(attrs.get("size", [])) == list(size)
+
+    def pick(name: str, attr: str | None = None, default: Any = None) -> Any:
+        if options.get(name) is not None:
+            return options[name]
+        return attrs.get(attr or name, default)
+
+    encoding = str(pick("encoding", default="raw")).lower()
+    if encoding not in _WRITE_ENCODINGS:
+        raise WriteError(f"unknown encoding {encoding!r}; choose from {list(ENCODINGS)}")
+    chunk = pick("chunk_size", default=(64, 64, 64))
+    if (
+        not isinstance(chunk, Sequence)
+        or len(chunk) != 3
+        or any(int(c) != c or c < 1 for c in chunk)
+    ):
+        raise WriteError(f"chunk_size must be 3 positive integers, got {chunk!r}")
+    chunk = tuple(int(c) for c in chunk)
+    block = None
+    if encoding == "compressed_segmentation":
+        block = pick("compressed_segmentation_block_size", default=(8, 8, 8))
+        if len(block) != 3 or any(int(b) != b or b < 1 for b in block):
+            raise WriteError(f"compressed_segmentation_block_size must be 3 positive ints: {block}")
+        block = tuple(int(b) for b in block)
+    jpeg_quality = pick("jpeg_quality") if encoding == "jpeg" else None
+    png_level = pick("png_level") if encoding == "png" else None
+    if jpeg_quality is not None and not 0 <= int(jpeg_quality) <= 100:
+        raise WriteError(f"jpeg_quality must be in 0..100, got {jpeg_quality}")
+    if png_level is not None and not 0 <= int(png_level) <= 9:
+        raise WriteError(f"png_level must be in 0..9, got {png_level}")
+    if key is None and list(attrs.get("resolution", [])) == list(resolution):
+        key = attrs.get("scale_key")  # the key of the scale it was read from
+    scale = Scale(
+        key=key or resolution_key(resolution),
+        size=size,  # type: ignore[arg-type]
+        resolution=resolution,  # type: ignore[arg-type]
+        chunk_sizes=(chunk,),  # type: ignore[arg-type]
+        encoding=encoding,
+        voxel_offset=offset,  # type: ignore[arg-type]
+        compressed_segmentation_block_size=block,  # type: ignore[arg-type]
+        jpeg_quality=None if jpeg_quality is None else int(jpeg_quality),
+        png_level=None if png_level is None else int(png_level),
+    )
+    sharding = options["sharding"]
+    if sharding == "auto" and options.get("chunk_size") is None and same_shape:
+        # A volume read back from storage keeps its own layout unless told otherwise.
+        # The reader sets "url" and no "sharding" attr for an unsharded scale.
+        if "encoding" in attrs:
+            sharding = attrs.get("sharding", None if "url" in attrs else "auto")
+    spec = _choose_sharding(scale, sharding, array.dtype.itemsize * array.shape[3], options)
+    return replace(scale, sharding=spec)
+
+
+def _choose_sharding(
+    scale: Scale, sharding: Any, voxel_bytes: int, options: Mapping[str, Any]
+) -> ShardingSpec | None:
+    if sharding is None or sharding is False:
+        return None
+    if isinstance(sharding, ShardingSpec):
+        spec = sharding
+    elif isinstance(sharding, Mapping):
+        try:
+            spec = ShardingSpec.from_json(dict(sharding), "sharding")
+        except InfoError as e:
+            raise WriteError(str(e)) from e
+    elif sharding == "auto":
+        spec = auto_sharding(scale, voxel_bytes, options["shard_bytes"])
+        if spec is None:
+            return None
+    else:
+        raise WriteError(f"sharding must be 'auto', None or a sharding spec dict, not {sharding!r}")
+    if shard_box_chunks(scale.grid_shape, spec) is None:
+        raise WriteError(
+            f"sharding {spec.to_json()} does not make each shard an axis-aligned box of chunks "
+            f"for a grid of {scale.grid_shape} chunks (murmurhash, or preshift+minishard+shard "
+            "bits fewer than the grid's Morton bits). Such shards scatter chunks over the whole "
+            "volume, so a writer would need all of them in memory at once. Use "
+            "sharding='auto' (identity hash, box-shaped shards) or sharding=None."
+        )
+    return spec
+
+
+def auto_sharding(
+    scale: Scale, voxel_bytes: int, shard_bytes: int = DEFAULT_SHARD_BYTES
+) -> ShardingSpec | None:
+    """Identity-hash sharding whose shards are boxes of about ``shard_bytes``.
+
+    Returns ``None`` (unsharded) when a shard would hold a single chunk.
+
+    >>> s = Scale(key="k", size=(1024, 1024, 1024), resolution=(8, 8, 8),
+    ...           chunk_sizes=((64, 64, 64),), encoding="raw")
+    >>> spec = auto_sharding(s, 1, 32 * 2**20)
+    >>> spec.preshift_bits + spec.minishard_bits, shard_box_chunks(s.grid_shape, spec)
+    (7, (8, 4, 4))
+    """
+    chunk_bytes = math.prod(scale.chunk_size) * voxel_bytes
+    total = len(morton_bit_dims(scale.grid_shape))
+    bits = max(0, min(total, round(math.log2(max(shard_bytes / chunk_bytes, 1)))))
+    if bits == 0:
+        return None
+    preshift = min(bits, 9)
+    minishard = min(bits - preshift, 32)
+    preshift = bits - minishard
+    return ShardingSpec(
+        preshift_bits=preshift,
+        hash="identity",
+        minishard_bits=minishard,
+        shard_bits=total - bits,
+        minishard_index_encoding="gzip",
+        data_encoding="raw" if scale.encoding in ("jpeg", "png", "jxl") else "gzip",
+    )
+
+
+def new_info(
+    array: xr.DataArray, options: Mapping[str, Any], scales: Sequence[Scale]
+) -> VolumeInfo:
+    vtype = options["type"] or (
+        array.name if array.name in ("image", "segmentation") else array.attrs.get("type")
+    )
+    if vtype is None:
+        vtype = "segmentation" if array.dtype.name in ("uint32", "uint64") else "image"
+    reserved = {
+        "url", "scale_key", "scale_index", "type", "data_type", "num_channels", "resolution",
+        "voxel_offset", "size", "chunk_size", "chunk_sizes", "encoding", "sharding",
+        "compressed_segmentation_block_size", "jpeg_quality", "png_level", "scales", "hidden",
+    }  # fmt: skip
+    extra = {
+        k: v for k, v in array.attrs.items() if k in ("mesh", "skeletons", "segment_properties")
+    }
+    extra.update(
+        {
+            k: v
+            for k, v in array.attrs.items()
+            if k not in reserved and _is_json(v) and k not in extra and k.startswith("neuroglancer")
+        }  # fmt: skip
+    )
+    return VolumeInfo(
+        type=str(vtype),
+        data_type=check_dtype(array),
+        num_channels=int(array.shape[3]),
+        scales=tuple(scales),
+        extra=extra,
+    )
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+def validate_scale(info: VolumeInfo, scale: Scale, where: str) -> None:
+    """Refuse a scale the format or its encoding cannot hold, before anything is written."""
+    check_encoding_compatible(scale.encoding, info.data_type, info.num_channels, where, WriteError)
+    if scale.encoding == "jpeg":
+        x, y, z = scale.chunk_size
+        if max(x, min(y * z, x * y)) > 65535 and max(x * y, z) > 65535:
+            raise WriteError(f"{where}: chunk_size {scale.chunk_size} is too large for jpeg images")
+    if scale.encoding == "compresso" and max(scale.chunk_size) > 65535:
+        raise WriteError(f"{where}: compresso chunks must be at most 65535 voxels per axis")
+    if scale.sharding is not None:
+        bits = sum(compressed_morton_bits(scale.grid_shape))
+        if bits > 64:
+            raise WriteError(f"{where}: the chunk grid needs {bits} Morton bits (> 64)")
+    try:
+        VolumeInfo.from_json(info.to_json(), where)
+    except InfoError as e:
+        raise WriteError(str(e)) from e

@@ -1,0 +1,221 @@
+"""What one write task does: encode chunks into one shard (or whole chunk objects) and store them.
+
+A box that covers a shard or chunk only in part is merged with what is stored:
+untouched chunks keep their stored bytes, partly covered chunks are decoded,
+updated and re-encoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .chunk_grid import chunk_key, chunk_shape
+from .codecs import get_codec
+from .errors import WriteError
+from .input_blocks import InputPieces
+from .metadata import Scale, ShardingSpec, VolumeInfo
+from .reader import ScaleReader
+from .sharding import (
+    assemble_shard,
+    decode_chunk_data,
+    encode_chunk_data,
+    morton_encode,
+    shard_and_minishard,
+    shard_box_chunks,
+    shard_key,
+    stored_chunks,
+)
+from .storage import Store
+
+
+def write_block(
+    store: Store,
+    info: VolumeInfo,
+    scale_index: int,
+    block: np.ndarray | InputPieces,
+    origin: Sequence[int],
+    *,
+    merge: bool = True,
+    write_empty: bool = False,
+) -> int:
+    """Write ``block`` (x, y, z, channel) at array position ``origin`` of a scale.
+
+    The block must lie within one shard (sharded) or consist of chunks that no
+    other block touches. Returns the number of objects stored or deleted.
+    """
+    scale = info.scales[scale_index]
+    expected_dtype = info.dtype
+    if not isinstance(block, InputPieces):
+        block = InputPieces(block.shape, [(np.asarray(block), (0, 0, 0))])
+    if block.dtype != expected_dtype or block.shape[3] != info.num_channels:
+        raise WriteError(
+            f"block of {block.dtype} x {block.shape[3]} channel(s) does not match "
+            f"{info.data_type} x {info.num_channels} of {store.url}"
+        )
+    if scale.sharding is not None:
+        return _write_shard(store, info, scale_index, block, origin, merge, write_empty)
+    return _write_unsharded(store, info, scale_index, block, origin, merge, write_empty)
+
+
+def _codec(info: VolumeInfo, scale: Scale):
+    params: dict[str, Any] = {}
+    if scale.encoding == "compressed_segmentation":
+        params["block_size"] = scale.compressed_segmentation_block_size
+    elif scale.encoding == "jpeg":
+        params["quality"] = 85 if scale.jpeg_quality is None else scale.jpeg_quality
+    elif scale.encoding == "png" and scale.png_level is not None:
+        params["level"] = scale.png_level
+    return get_codec(scale.encoding, info.dtype, info.num_channels, **params)
+
+
+def _cells_of_block(scale: Scale, origin, shape) -> list[tuple[int, int, int]]:
+    c = scale.chunk_size
+    ranges = [range(origin[d] // c[d], -(-(origin[d] + shape[d]) // c[d])) for d in range(3)]
+    return [(x, y, z) for z in ranges[2] for y in ranges[1] for x in ranges[0]]
+
+
+def _overlap(scale: Scale, cell, origin, shape):
+    """Slices of the chunk and of the block where they overlap, and whether the
+    block covers the whole (clipped) chunk."""
+    c = scale.chunk_size
+    cshape = chunk_shape(scale, cell)
+    in_chunk, in_block, whole = [], [], True
+    for d in range(3):
+        lo = max(cell[d] * c[d], origin[d])
+        hi = min(cell[d] * c[d] + cshape[d], origin[d] + shape[d])
+        in_chunk.append(slice(lo - cell[d] * c[d], hi - cell[d] * c[d]))
+        in_block.append(slice(lo - origin[d], hi - origin[d]))
+        whole &= hi - lo == cshape[d]
+    return tuple(in_chunk), tuple(in_block), whole, cshape
+
+
+def _write_unsharded(store, info, scale_index, block, origin, merge, write_empty) -> int:
+    scale = info.scales[scale_index]
+    codec = _codec(info, scale)
+    reader = ScaleReader(store, info, scale_index) if merge else None
+    count = 0
+    for cell in _cells_of_block(scale, origin, block.shape):
+        in_chunk, in_block, whole, cshape = _overlap(scale, cell, origin, block.shape)
+        key = f"{scale.key}/{chunk_key(scale, cell)}"
+        if whole:
+            chunk = block.get(in_block)  # chunk by chunk: memory stays small
+        else:
+            chunk = _existing_chunk(reader, scale, cell, cshape, info)
+            chunk[in_chunk] = block.get(in_block)
+        if not write_empty and not chunk.any():
+            if merge:
+                store.delete(key)
+                count += 1
+            continue
+        store.put(key, codec.encode(chunk))
+        count += 1
+    return count
+
+
+def _existing_chunk(reader: ScaleReader | None, scale, cell, cshape, info) -> np.ndarray:
+    if reader is None:
+        return np.zeros((*cshape, info.num_channels), dtype=info.dtype, order="F")
+    c = scale.chunk_size
+    sel = tuple(slice(cell[d] * c[d], cell[d] * c[d] + cshape[d]) for d in range(3))
+    return np.asfortranarray(reader.read((*sel, slice(None))))
+
+
+def _write_shard(store, info, scale_index, block, origin, merge, write_empty) -> int:
+    scale = info.scales[scale_index]
+    spec = scale.sharding
+    codec = _codec(info, scale)
+    grid = scale.grid_shape
+    box = shard_box_chunks(grid, spec)
+    first = tuple(origin[d] // scale.chunk_size[d] for d in range(3))
+    box_origin = tuple(first[d] // box[d] * box[d] for d in range(3))
+    cells = [
+        (x, y, z)
+        for z in range(box_origin[2], min(box_origin[2] + box[2], grid[2]))
+        for y in range(box_origin[1], min(box_origin[1] + box[1], grid[1]))
+        for x in range(box_origin[0], min(box_origin[0] + box[0], grid[0]))
+    ]
+    ids = morton_encode(np.array(cells), grid)
+    shards, _ = shard_and_minishard(ids, spec)
+    shard = int(shards[0])
+    key = f"{scale.key}/{shard_key(shard, spec)}"
+    where = f"{store.url_of(key)} (scale {scale.key!r})"
+    existing: dict[int, memoryview] = {}
+    covered = [_overlap(scale, cell, origin, block.shape) for cell in cells]
+    if merge and not all(cov[2] and _inside(cell, origin, block.shape, scale) for cell, cov in
+                         zip(cells, covered)):  # fmt: skip
+        existing = _existing_shard_blobs(store, key, spec, where)
+    entries = []
+    for cell, cid, (in_chunk, in_block, whole, cshape) in zip(cells, ids, covered):
+        cid = int(cid)
+        inside = any(s.stop > s.start for s in in_block) and all(s.stop > s.start for s in in_block)
+        if not inside:
+            if cid in existing:
+                entries.append((cid, lambda b=existing[cid]: b))
+            continue
+        entries.append(
+            (
+                cid,
+                _chunk_producer(
+                    block,
+                    cell,
+                    cid,
+                    in_chunk,
+                    in_block,
+                    whole,
+                    cshape,
+                    existing,
+                    codec,
+                    spec,
+                    info,
+                    write_empty,
+                    where,
+                ),
+            )  # fmt: skip
+        )
+    data = assemble_shard(entries, spec)
+    existing.clear()
+    if data is None:
+        if merge:
+            store.delete(key)
+            return 1
+        return 0
+    store.put(key, data)
+    return 1
+
+
+def _inside(cell, origin, shape, scale) -> bool:
+    c = scale.chunk_size
+    return all(
+        origin[d] <= cell[d] * c[d] < origin[d] + shape[d] or shape[d] == 0 for d in range(3)
+    )
+
+
+def _chunk_producer(block, cell, cid, in_chunk, in_block, whole, cshape, existing, codec, spec,
+                    info, write_empty, where):  # fmt: skip
+    def produce():
+        if whole:
+            chunk = block.get(in_block)  # chunk by chunk: memory stays small
+        else:
+            chunk = np.zeros((*cshape, info.num_channels), dtype=info.dtype, order="F")
+            if cid in existing:
+                raw = _undo_data_encoding(existing[cid], spec, codec, cshape, where)
+                chunk[...] = codec.decode(raw, cshape, f"{where} chunk {cid}")
+            chunk[in_chunk] = block.get(in_block)
+        if not write_empty and not chunk.any():
+            return None
+        return encode_chunk_data(codec.encode(chunk), spec)
+
+    return produce
+
+
+def _undo_data_encoding(blob, spec, codec, cshape, where) -> bytes:
+    return decode_chunk_data(bytes(blob), spec, codec.expand_bound(cshape), where)
+
+
+def _existing_shard_blobs(store: Store, key: str, spec: ShardingSpec, where: str) -> dict:
+    """The stored (still data-encoded) bytes of every chunk in an existing shard."""
+    data = store.get(key)
+    return {} if data is None else dict(stored_chunks(data, spec, where))
