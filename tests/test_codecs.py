@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from xarray_precomputed.codecs import CODECS, get_codec
+from xarray_precomputed.codecs import CODECS, ENCODING_CHANNELS, ENCODING_DTYPES, get_codec
 from xarray_precomputed.errors import CorruptDataError, UnsupportedEncodingError
-from xarray_precomputed.metadata import ENCODING_CHANNELS, ENCODING_DTYPES, ShardingSpec
+from xarray_precomputed.metadata import ShardingSpec
 from xarray_precomputed.sharding import decode_chunk_data
 
 ts = pytest.importorskip("tensorstore")

@@ -12,6 +12,7 @@ import pytest
 import xarray as xr
 
 from xarray_precomputed import open_info
+from xarray_precomputed.chunk_grid import morton_encode
 from xarray_precomputed.errors import (
     ChunkNotFoundError,
     CorruptDataError,
@@ -21,7 +22,7 @@ from xarray_precomputed.errors import (
     ScaleNotFoundError,
 )
 from xarray_precomputed.metadata import ShardingSpec
-from xarray_precomputed.sharding import encode_shard, morton_encode
+from xarray_precomputed.sharding import encode_shard
 from xarray_precomputed.testing import write_tensorstore_volume
 
 from .helpers import sharding_dict

@@ -10,14 +10,9 @@ import math
 import pytest
 from hypothesis import given, settings
 
+from xarray_precomputed.chunk_grid import compressed_morton_bits
 from xarray_precomputed.errors import InfoError, ScaleNotFoundError
-from xarray_precomputed.metadata import (
-    DATA_TYPES,
-    Scale,
-    ShardingSpec,
-    VolumeInfo,
-    compressed_morton_bits,
-)
+from xarray_precomputed.metadata import DATA_TYPES, Scale, ShardingSpec, VolumeInfo
 from xarray_precomputed.testing import strategies as pst
 
 SHARDING = {

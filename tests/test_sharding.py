@@ -17,22 +17,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from xarray_precomputed.chunk_grid import (
+    compressed_morton_bits,
+    minishard_box_chunks,
+    morton_bit_dims,
+    morton_decode,
+    morton_encode,
+    shard_box_chunks,
+)
 from xarray_precomputed.codecs import get_codec
 from xarray_precomputed.errors import CorruptDataError
-from xarray_precomputed.metadata import ShardingSpec, compressed_morton_bits
+from xarray_precomputed.metadata import ShardingSpec
 from xarray_precomputed.sharding import (
     decode_chunk_data,
     decode_minishard_index,
     encode_shard,
     lookup,
-    minishard_box_chunks,
-    morton_bit_dims,
-    morton_decode,
-    morton_encode,
     parse_shard_index,
     read_shard_chunks,
     shard_and_minishard,
-    shard_box_chunks,
     shard_index_size,
     shard_key,
 )

@@ -30,9 +30,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xarray_precomputed as xp
+from xarray_precomputed.chunk_grid import shard_box_chunks as pkg_shard_box_chunks
 from xarray_precomputed.errors import StorageError, VolumeExistsError, WriteError
 from xarray_precomputed.metadata import Scale
-from xarray_precomputed.sharding import shard_box_chunks as pkg_shard_box_chunks
 from xarray_precomputed.storage import Store
 
 from . import peers

@@ -21,7 +21,9 @@ from .errors import (
 )
 from .metadata import Scale, ShardingSpec, VolumeInfo
 from .pyramid import downsample
+from .retry import RetryPolicy
 from .scale_plan import auto_sharding
+from .shard_index import clear_index_caches
 from .writer import to_precomputed
 
 __version__ = "0.1.0"
@@ -33,6 +35,7 @@ __all__ = [
     "InfoNotFoundError",
     "PrecomputedBackendEntrypoint",
     "PrecomputedError",
+    "RetryPolicy",
     "Scale",
     "ScaleNotFoundError",
     "ShardingSpec",
@@ -42,6 +45,7 @@ __all__ = [
     "VolumeInfo",
     "WriteError",
     "auto_sharding",
+    "clear_index_caches",
     "downsample",
     "open_info",
     "to_precomputed",

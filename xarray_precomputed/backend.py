@@ -17,7 +17,15 @@ from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 from .chunk_grid import preferred_chunks
-from .conventions import DIMS
+from .conventions import (
+    DIMS,
+    SPATIAL_DIMS,
+    coordinate_attrs,
+    scale_attrs,
+    variable_name,
+    volume_attrs,
+    voxel_centres,
+)
 from .errors import InfoError, InfoNotFoundError
 from .metadata import VolumeInfo
 from .reader import ScaleReader
@@ -46,12 +54,6 @@ def open_info(
     return store, VolumeInfo.from_json(obj, store.url)
 
 
-def variable_name(volume_type: str) -> str:
-    """The data variable's name: the info ``type`` when it is image or segmentation."""
-    t = volume_type.lower()
-    return t if t in ("image", "segmentation") else "data"
-
-
 class PrecomputedArray(BackendArray):
     """A lazily read scale; xarray hands it outer indexers (slices, ints, 1-D arrays)."""
 
@@ -64,38 +66,6 @@ class PrecomputedArray(BackendArray):
         return indexing.explicit_indexing_adapter(
             key, self.shape, indexing.IndexingSupport.OUTER, self.reader.read
         )
-
-
-def _scale_attrs(store: Store, info: VolumeInfo, index: int) -> dict[str, Any]:
-    s = info.scales[index]
-    attrs: dict[str, Any] = {
-        "url": store.url,
-        "scale_key": s.key,
-        "scale_index": index,
-        "type": info.type,
-        "data_type": info.data_type,
-        "num_channels": info.num_channels,
-        "resolution": list(s.resolution),
-        "voxel_offset": list(s.voxel_offset),
-        "size": list(s.size),
-        "chunk_size": list(s.chunk_size),
-        "encoding": s.encoding,
-    }
-    if len(s.chunk_sizes) > 1:
-        attrs["chunk_sizes"] = [list(c) for c in s.chunk_sizes]
-    if s.compressed_segmentation_block_size is not None:
-        attrs["compressed_segmentation_block_size"] = list(s.compressed_segmentation_block_size)
-    if s.sharding is not None:
-        attrs["sharding"] = s.sharding.to_json()
-    if s.jpeg_quality is not None:
-        attrs["jpeg_quality"] = s.jpeg_quality
-    if s.png_level is not None:
-        attrs["png_level"] = s.png_level
-    for k, v in s.extra.items():
-        attrs.setdefault(k, v)
-    for k, v in info.extra.items():
-        attrs.setdefault(k, v)
-    return attrs
 
 
 def scale_dataset(
@@ -117,14 +87,16 @@ def scale_dataset(
     coords: dict[str, Any] = {
         name: xr.Variable(
             name,
-            (s.voxel_offset[d] + np.arange(s.size[d], dtype=np.float64) + 0.5) * s.resolution[d],
-            {"units": "nm", "long_name": f"{name} position of voxel centres"},
+            voxel_centres(s.voxel_offset[d], s.size[d], s.resolution[d]),
+            coordinate_attrs(name),
         )
-        for d, name in enumerate(DIMS[:3])
+        for d, name in enumerate(SPATIAL_DIMS)
     }
     coords["channel"] = xr.Variable("channel", np.arange(info.num_channels))
     return xr.Dataset(
-        {variable_name(info.type): variable}, coords=coords, attrs=_scale_attrs(store, info, index)
+        {variable_name(info.type): variable},
+        coords=coords,
+        attrs=scale_attrs(store.url, info, index),
     )
 
 
@@ -169,16 +141,7 @@ class PrecomputedBackendEntrypoint(BackendEntrypoint):
         fill_missing: bool = True,
     ) -> dict[str, xr.Dataset]:
         store, info = open_info(_url(filename_or_obj), storage_options)
-        root_attrs: dict[str, Any] = {
-            "url": store.url,
-            "type": info.type,
-            "data_type": info.data_type,
-            "num_channels": info.num_channels,
-            "scales": [s.to_json() for s in info.scales],
-        }
-        for k, v in info.extra.items():
-            root_attrs.setdefault(k, v)
-        groups = {"/": xr.Dataset(attrs=root_attrs)}
+        groups = {"/": xr.Dataset(attrs=volume_attrs(store.url, info))}
         for i, s in enumerate(info.scales):
             ds = scale_dataset(store, info, i, fill_missing)
             # Group names cannot hold "/"; the real key stays in the scale_key attr.

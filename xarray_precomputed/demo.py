@@ -17,6 +17,8 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from .conventions import DIMS, SPATIAL_DIMS, resolution_key, voxel_centres
+
 RESOLUTION = (8, 8, 40)
 
 
@@ -49,15 +51,14 @@ def synthetic_volume(
     image = 170 - 120 * membrane + rng.normal(0, 12, shape)
     image = np.clip(image, 0, 255).astype(np.uint8)
     coords = {
-        dim: ((np.arange(n) + 0.5) * r, {"units": "nm"})
-        for dim, n, r in zip("xyz", shape, RESOLUTION)
+        dim: (voxel_centres(0, n, r), {"units": "nm"})
+        for dim, n, r in zip(SPATIAL_DIMS, shape, RESOLUTION)
     }
     coords["channel"] = [0]
-    dims = ("x", "y", "z", "channel")
     return xr.Dataset(
         {
-            "image": (dims, np.asfortranarray(image[..., None])),
-            "segmentation": (dims, np.asfortranarray(labels[..., None])),
+            "image": (DIMS, np.asfortranarray(image[..., None])),
+            "segmentation": (DIMS, np.asfortranarray(labels[..., None])),
         },
         coords={k: (k, *v) if isinstance(v, tuple) else v for k, v in coords.items()},
     )
@@ -70,7 +71,7 @@ def pyramid(ds: xr.Dataset, levels: int) -> xr.DataTree:
     scales = {}
     current = ds
     for _ in range(levels):
-        key = "_".join(str(int(float(current[d][1] - current[d][0]))) for d in "xyz")
+        key = resolution_key([float(current[d][1] - current[d][0]) for d in SPATIAL_DIMS])
         scales[key] = current
         current = downsample(current, (2, 2, 1))
     return xr.DataTree.from_dict(scales)

@@ -25,7 +25,8 @@ class ScaleNotFoundError(PrecomputedError, ValueError):
 
 
 class UnsupportedEncodingError(PrecomputedError, ValueError):
-    """The chunk encoding (or its combination with a dtype) cannot be handled."""
+    """The chunk encoding cannot hold this data: an unknown encoding, or one whose codec
+    does not take the data type, channel count or chunk shape."""
 
 
 class CorruptDataError(PrecomputedError, ValueError):

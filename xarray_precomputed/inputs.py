@@ -14,7 +14,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import xarray as xr
 
-from .conventions import DIMS, SPATIAL_DIMS
+from .conventions import DIMS, SPATIAL_DIMS, VARIABLE_NAMES, first_voxel
 from .errors import WriteError
 from .metadata import DATA_TYPES
 
@@ -42,7 +42,7 @@ def volume_array(obj: xr.Dataset | xr.DataArray, variable: Hashable | None = Non
         elif len(names) == 1:
             name = names[0]
         else:
-            preferred = [n for n in ("image", "segmentation", "data") if n in names]
+            preferred = [n for n in VARIABLE_NAMES if n in names]
             if len(preferred) != 1:
                 raise WriteError(f"the Dataset has several data variables {names}; pass variable=")
             name = preferred[0]
@@ -50,7 +50,7 @@ def volume_array(obj: xr.Dataset | xr.DataArray, variable: Hashable | None = Non
         array = obj[name].assign_attrs({**obj.attrs, **obj[name].attrs})
     else:
         raise WriteError(f"cannot write a {type(obj).__name__}; give a DataArray or Dataset")
-    missing = [d for d in ("x", "y", "z") if d not in array.dims]
+    missing = [d for d in SPATIAL_DIMS if d not in array.dims]
     extra = [d for d in array.dims if d not in DIMS]
     if missing or extra:
         raise WriteError(
@@ -114,7 +114,7 @@ def geometry(
         if voxel_offset is not None:
             off.append(int(voxel_offset[d]))
         elif values is not None and len(values):
-            o = values[0] / r - 0.5
+            o = first_voxel(values[0], r)
             if not math.isclose(o, round(o), abs_tol=1e-6):
                 raise WriteError(
                     f"coordinate {dim!r} starts at {values[0]} nm, not at a voxel centre "

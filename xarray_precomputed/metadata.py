@@ -2,8 +2,8 @@
 
 Metadata objects are frozen and validated once, when parsed; the rest of the
 package trusts them. Unknown members are kept in ``extra`` so that an ``info``
-rewritten by the writer loses nothing. See ``shared/spec/precomputed-format.md``
-section 1 for the rules enforced here.
+rewritten by the writer loses nothing. The rules enforced here are those of
+docs/format.md §1 (checklist in §1.5).
 """
 
 from __future__ import annotations
@@ -15,50 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InfoError, ScaleNotFoundError
+from .chunk_grid import compressed_morton_bits
+from .codecs import DATA_TYPES, ENCODINGS, OPTION_ENCODING, codec_class
+from .errors import InfoError, ScaleNotFoundError, UnsupportedEncodingError
 
 MULTISCALE_TYPE = "neuroglancer_multiscale_volume"
 SHARDING_TYPE = "neuroglancer_uint64_sharded_v1"
-DATA_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
-ENCODINGS = ("raw", "jpeg", "png", "compressed_segmentation", "compresso", "jxl")
 HASHES = ("identity", "murmurhash3_x86_128")
 SHARD_ENCODINGS = ("raw", "gzip")
 _INT64_MAX = 2**63 - 1
-
-# Which data types and channel counts each encoding can hold (spec section 1.3).
-ENCODING_DTYPES: dict[str, tuple[str, ...]] = {
-    "raw": DATA_TYPES,
-    "compressed_segmentation": ("uint32", "uint64"),
-    "jpeg": ("uint8",),
-    "png": ("uint8", "uint16"),
-    "jxl": ("uint8",),
-    "compresso": ("uint8", "uint16", "uint32", "uint64"),
-}
-ENCODING_CHANNELS: dict[str, tuple[int, ...] | None] = {
-    "raw": None,
-    "compressed_segmentation": None,
-    "jpeg": (1, 3),
-    "png": (1, 2, 3, 4),
-    "jxl": (1,),
-    "compresso": (1,),
-}
-
-
-def check_encoding_compatible(
-    encoding: str, dtype: str, num_channels: int, where: str, exc: type[Exception] = InfoError
-) -> None:
-    """Raise ``exc`` if ``encoding`` cannot hold ``dtype`` x ``num_channels``."""
-    allowed = ENCODING_DTYPES[encoding]
-    if dtype not in allowed:
-        raise exc(
-            f"{where}: encoding {encoding!r} needs data_type in {list(allowed)}, got {dtype!r}"
-        )
-    channels = ENCODING_CHANNELS[encoding]
-    if channels is not None and num_channels not in channels:
-        raise exc(
-            f"{where}: encoding {encoding!r} needs num_channels in {list(channels)}, "
-            f"got {num_channels}"
-        )
 
 
 def _int3(value: Any, name: str, where: str, minimum: int | None = None) -> tuple[int, int, int]:
@@ -108,16 +73,6 @@ def _lower_choice(obj: Mapping, name: str, choices: Sequence[str], where: str, d
     if not isinstance(v, str) or v.lower() not in choices:
         raise InfoError(f"{where}: {name!r} must be one of {list(choices)}, got {v!r}")
     return v.lower()
-
-
-def compressed_morton_bits(grid_shape: Sequence[int]) -> tuple[int, int, int]:
-    """Bits per axis of the compressed Morton code of a chunk grid (spec 4.1).
-
-    >>> compressed_morton_bits((5, 3, 8))
-    (3, 2, 3)
-    """
-    b = tuple(max(int(n) - 1, 0).bit_length() for n in grid_shape)
-    return (b[0], b[1], b[2])
 
 
 @dataclass(frozen=True)
@@ -218,6 +173,11 @@ class Scale:
             raise InfoError(f"{where}: 'chunk_sizes' must be a non-empty list of [x, y, z] lists")
         chunks = tuple(_int3(c, "chunk_sizes", where, minimum=1) for c in chunk_sizes)
         encoding = _lower_choice(obj, "encoding", ENCODINGS, where)
+        for member, owner in OPTION_ENCODING.items():
+            if obj.get(member) is not None and encoding != owner:
+                raise InfoError(
+                    f"{where}: {member!r} is only allowed with encoding {owner!r}, not {encoding!r}"
+                )
         block = obj.get("compressed_segmentation_block_size")
         if encoding == "compressed_segmentation":
             if block is None:
@@ -225,11 +185,6 @@ class Scale:
                     f"{where}: compressed_segmentation needs 'compressed_segmentation_block_size'"
                 )
             block = _int3(block, "compressed_segmentation_block_size", where, minimum=1)
-        elif block is not None:
-            raise InfoError(
-                f"{where}: 'compressed_segmentation_block_size' is only allowed with "
-                f"encoding 'compressed_segmentation', not {encoding!r}"
-            )
         sharding = obj.get("sharding")
         if sharding is not None:
             sharding = ShardingSpec.from_json(sharding, f"{where} sharding")
@@ -242,13 +197,9 @@ class Scale:
                 )
         jpeg_quality = obj.get("jpeg_quality")
         if jpeg_quality is not None:
-            if encoding != "jpeg":
-                raise InfoError(f"{where}: 'jpeg_quality' is only allowed with encoding 'jpeg'")
             jpeg_quality = _bounded_int(obj, "jpeg_quality", 0, 100, where)
         png_level = obj.get("png_level")
         if png_level is not None:
-            if encoding != "png":
-                raise InfoError(f"{where}: 'png_level' is only allowed with encoding 'png'")
             png_level = _bounded_int(obj, "png_level", 0, 9, where)
         known = {
             "key", "size", "voxel_offset", "resolution", "chunk_sizes", "encoding",
@@ -307,7 +258,7 @@ class VolumeInfo:
 
     @classmethod
     def from_json(cls, obj: Any, url: str = "<info>") -> VolumeInfo:
-        """Parse and validate an ``info`` object (spec section 1.5).
+        """Parse and validate an ``info`` object (docs/format.md §1.5).
 
         >>> info = VolumeInfo.from_json({"type": "image", "data_type": "uint8", "num_channels": 1,
         ...     "scales": [{"key": "8_8_8", "size": [64, 64, 64], "resolution": [8, 8, 8],
@@ -335,9 +286,10 @@ class VolumeInfo:
             raise InfoError(f"{where}: 'scales' must be a non-empty list")
         scales = tuple(Scale.from_json(s, f"{where} scales[{i}]") for i, s in enumerate(raw_scales))
         for i, s in enumerate(scales):
-            check_encoding_compatible(
-                s.encoding, data_type, nc, f"{where} scales[{i}] (key {s.key!r})"
-            )
+            try:
+                codec_class(s.encoding).check_holds(data_type, nc)
+            except UnsupportedEncodingError as e:
+                raise InfoError(f"{where} scales[{i}] (key {s.key!r}): {e}") from e
         keys = [s.key for s in scales]
         if len(set(keys)) != len(keys):
             raise InfoError(f"{where}: duplicate scale keys in {keys}")

@@ -17,8 +17,14 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .backend import variable_name
-from .conventions import DIMS, SPATIAL_DIMS, resolution_key
+from .conventions import (
+    DIMS,
+    SPATIAL_DIMS,
+    coordinate_attrs,
+    derived_attrs,
+    variable_name,
+    voxel_centres,
+)
 from .errors import WriteError
 from .inputs import geometry, volume_array
 
@@ -171,28 +177,19 @@ def downsample(
     coords = {
         dim: xr.Variable(
             dim,
-            (new_offset[d] + np.arange(new_size[d], dtype=np.float64) + 0.5) * new_res[d],
-            array.coords[dim].attrs if dim in array.coords else {"units": "nm"},
+            voxel_centres(new_offset[d], new_size[d], new_res[d]),
+            array.coords[dim].attrs if dim in array.coords else coordinate_attrs(dim),
         )
         for d, dim in enumerate(SPATIAL_DIMS)
     }
     coords["channel"] = (
         array.coords["channel"] if "channel" in array.coords else np.arange(array.shape[3])
     )
-    attrs = {k: v for k, v in array.attrs.items() if k not in ("sharding", "url", "scale_index")}
-    attrs.update(
-        resolution=[int(r) if float(r).is_integer() else r for r in new_res],
-        voxel_offset=list(new_offset),
-        size=list(new_size),
-        scale_key=resolution_key(new_res),
-    )
+    attrs = derived_attrs(array.attrs, new_res, new_offset, new_size)
     out = xr.DataArray(result, dims=DIMS, coords=coords, name=array.name, attrs=attrs)
     if not had_channel:
         out = out.isel(channel=0, drop=True)
     if dataset is None:
         return out
-    ds_attrs = {
-        k: v for k, v in dataset.attrs.items() if k not in ("sharding", "url", "scale_index")
-    }
-    ds_attrs.update({k: attrs[k] for k in ("resolution", "voxel_offset", "size", "scale_key")})
+    ds_attrs = derived_attrs(dataset.attrs, new_res, new_offset, new_size)
     return xr.Dataset({array.name: out}, attrs=ds_attrs)

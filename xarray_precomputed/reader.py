@@ -15,27 +15,31 @@ from typing import Any
 
 import numpy as np
 
-from .chunk_grid import chunk_key, chunk_shape
-from .codecs import get_codec
-from .codecs.compression import GZIP_MAGIC, gzip_decompress
+from .chunk_grid import chunk_key, chunk_shape, morton_encode, shard_box_chunks
+from .codecs import scale_codec
+from .compression import GZIP_MAGIC, gzip_decompress
 from .errors import ChunkNotFoundError, CorruptDataError
 from .metadata import Scale, VolumeInfo
+from .shard_index import (
+    IndexCache,
+    coalescing_options,
+    fetch_ranges,
+    index_cache_bytes,
+    index_entries,
+    minishard_indexes,
+)
 from .sharding import (
     decode_chunk_data,
     decode_minishard_index,
     lookup,
-    morton_encode,
     parse_shard_index,
     shard_and_minishard,
-    shard_box_chunks,
     shard_index_size,
     shard_key,
 )
 from .storage import Store, io_pool
 
 AxisSel = slice | np.ndarray
-# Ranges closer than this are fetched in one request; larger gaps cost more than a request.
-_MERGE_GAP = 1 << 20
 _REMOTE_BATCH = 64
 
 
@@ -112,13 +116,13 @@ class ScaleReader:
         self.fill_missing = fill_missing
         self.scale: Scale = info.scales[scale_index]
         s = self.scale
-        params: dict[str, Any] = {}
-        if s.encoding == "compressed_segmentation":
-            params["block_size"] = s.compressed_segmentation_block_size
-        self.codec = get_codec(s.encoding, info.dtype, info.num_channels, **params)
+        self.codec = scale_codec(s, info.dtype, info.num_channels)
         self.shape = (*s.size, info.num_channels)
         self.dtype = info.dtype
         self._box = shard_box_chunks(s.grid_shape, s.sharding) if s.sharding is not None else None
+        options = store.storage_options
+        self.index_cache = IndexCache(index_cache_bytes(options))
+        self.coalescing = coalescing_options(options)
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -276,6 +280,7 @@ class ScaleReader:
         where = self._where(key)
         isize = shard_index_size(spec)
         whole: memoryview | None = None
+        _, minishards = shard_and_minishard(ids, spec)
         if self._covers_whole_shard(tasks):
             whole = self.store.get_reusing_buffer(path)
             if whole is None:
@@ -286,26 +291,27 @@ class ScaleReader:
                     f"{where}: shard is {len(whole)} bytes, shorter than its {isize}-byte index"
                 )
             index = parse_shard_index(whole[:isize], spec, where)
+            needed = [int(m) for m in np.unique(minishards) if index[m, 0] != index[m, 1]]
+            ranges = [(int(index[m, 0]), int(index[m, 1])) for m in needed]
+            blobs = self._fetch(path, whole, ranges, where, "minishard index")
+            decoded = {
+                m: decode_minishard_index(b, spec, f"{where} minishard {m}")
+                for m, b in zip(needed, blobs)
+            }
         else:
-            _, minishards = shard_and_minishard(ids, spec)
-            lo, hi = int(minishards.min()), int(minishards.max()) + 1
-            raw_index = self.store.get_range(path, 16 * lo, 16 * hi)
-            if raw_index is None:
-                yield from self._missing_shard(key, tasks)
-                return
-            if len(raw_index) != 16 * (hi - lo):
-                raise CorruptDataError(f"{where}: shard is shorter than its {isize}-byte index")
-            index = np.zeros(((1 << spec.minishard_bits), 2), dtype=np.uint64)
-            index[lo:hi] = np.frombuffer(raw_index, "<u8").reshape(-1, 2)
-            index = parse_shard_index(index.astype("<u8").tobytes(), spec, where)
-        _, minishards = shard_and_minishard(ids, spec)
-        needed = [int(m) for m in np.unique(minishards) if index[m, 0] != index[m, 1]]
-        ranges = [(int(index[m, 0]), int(index[m, 1])) for m in needed]
-        blobs = self._fetch(path, whole, ranges, where, "minishard index")
-        decoded = {
-            m: decode_minishard_index(b, spec, f"{where} minishard {m}")
-            for m, b in zip(needed, blobs)
-        }
+            cache = self.index_cache
+            try:
+                entries = index_entries(self.store, path, spec,
+                                        sorted({int(m) for m in minishards}), cache, where)  # fmt: skip
+                if entries is None:
+                    yield from self._missing_shard(key, tasks)
+                    return
+                decoded = minishard_indexes(
+                    self.store, path, spec, entries, cache, self.coalescing, where
+                )
+            except CorruptDataError:
+                cache.discard(path)  # the shard may have changed since it was cached
+                raise
         found_tasks, found_ids, data_ranges = [], [], []
         for m in np.unique(minishards):
             sel = np.flatnonzero(minishards == m)
@@ -323,12 +329,17 @@ class ScaleReader:
                 found_tasks.append(tasks[i])
                 found_ids.append(int(ids[i]))
                 data_ranges.append((int(s), int(e)))
-        blobs = self._fetch(path, whole, data_ranges, where, "chunk data")
         bound = self.codec.expand_bound(self.scale.chunk_size)
-        for task, cid, blob in zip(found_tasks, found_ids, blobs):
-            cwhere = f"{where} chunk {cid} (cell {task.cell})"
-            data = decode_chunk_data(blob, spec, bound, cwhere)
-            yield task, self.codec.decode(data, chunk_shape(self.scale, task.cell), cwhere)
+        try:
+            blobs = self._fetch(path, whole, data_ranges, where, "chunk data")
+            for task, cid, blob in zip(found_tasks, found_ids, blobs):
+                cwhere = f"{where} chunk {cid} (cell {task.cell})"
+                data = decode_chunk_data(blob, spec, bound, cwhere)
+                yield task, self.codec.decode(data, chunk_shape(self.scale, task.cell), cwhere)
+        except CorruptDataError:
+            if whole is None:  # offsets may come from the cache of a since-rewritten shard
+                self.index_cache.discard(path)
+            raise
 
     def _missing_shard(self, key: str, tasks):
         if not self.fill_missing:
@@ -353,35 +364,11 @@ class ScaleReader:
         self, path: str, whole: bytes | None, ranges: list[tuple[int, int]], where: str, what: str
     ) -> list[memoryview]:
         """Byte ranges of a shard, from memory or with coalesced requests."""
-        if not ranges:
-            return []
-        if whole is not None:
-            size = len(whole)
-            for s, e in ranges:
-                if e > size or s > e:
-                    raise CorruptDataError(f"{where}: {what} [{s}, {e}) lies beyond the shard end")
-            view = memoryview(whole)  # slices of a view, not copies of each chunk
-            return [view[s:e] for s, e in ranges]  # type: ignore[misc]
-        order = sorted(range(len(ranges)), key=lambda i: ranges[i])
-        groups: list[list[int]] = []
-        for i in order:
-            s, e = ranges[i]
-            if groups and s - ranges[groups[-1][-1]][1] <= _MERGE_GAP:
-                groups[-1].append(i)
-            else:
-                groups.append([i])
-        spans = [(min(ranges[i][0] for i in g), max(ranges[i][1] for i in g)) for g in groups]
-        fetched = self.store.get_ranges([(path, s, e) for s, e in spans])
-        out: list[memoryview] = [memoryview(b"")] * len(ranges)
-        for g, (s0, e0), data in zip(groups, spans, fetched):
-            if data is None:
-                raise CorruptDataError(f"{where}: shard disappeared while reading {what}")
-            if len(data) < e0 - s0:
-                raise CorruptDataError(
-                    f"{where}: {what} [{s0}, {e0}) lies beyond the shard end (truncated shard)"
-                )
-            view = memoryview(data)
-            for i in g:
-                s, e = ranges[i]
-                out[i] = view[s - s0 : e - s0]
-        return out
+        if whole is None:
+            return fetch_ranges(self.store, path, ranges, self.coalescing, where, what)
+        size = len(whole)
+        for s, e in ranges:
+            if e > size or s > e:
+                raise CorruptDataError(f"{where}: {what} [{s}, {e}) lies beyond the shard end")
+        view = memoryview(whole)  # slices of a view, not copies of each chunk
+        return [view[s:e] for s, e in ranges]  # type: ignore[misc]

@@ -16,21 +16,14 @@ from typing import Any
 
 import xarray as xr
 
-from .conventions import resolution_key
-from .errors import InfoError, WriteError
+from .chunk_grid import morton_bit_dims, shard_box_chunks
+from .codecs import ENCODINGS, codec_class
+from .conventions import INFO_EXTRA_ATTRS, RESERVED_ATTRS, VARIABLE_NAMES, resolution_key
+from .errors import InfoError, UnsupportedEncodingError, WriteError
 from .inputs import check_dtype, geometry
-from .metadata import (
-    ENCODINGS,
-    Scale,
-    ShardingSpec,
-    VolumeInfo,
-    check_encoding_compatible,
-    compressed_morton_bits,
-)
-from .sharding import morton_bit_dims, shard_box_chunks
+from .metadata import Scale, ShardingSpec, VolumeInfo
 
 DEFAULT_SHARD_BYTES = 256 * 2**20
-_WRITE_ENCODINGS = ("raw", "jpeg", "png", "compressed_segmentation", "compresso", "jxl")
 
 
 def make_scale(array: xr.DataArray, options: Mapping[str, Any], key: str | None) -> Scale:
@@ -49,7 +42,7 @@ def make_scale(array: xr.DataArray, options: Mapping[str, Any], key: str | None)
         return attrs.get(attr or name, default)
 
     encoding = str(pick("encoding", default="raw")).lower()
-    if encoding not in _WRITE_ENCODINGS:
+    if encoding not in ENCODINGS:
         raise WriteError(f"unknown encoding {encoding!r}; choose from {list(ENCODINGS)}")
     chunk = pick("chunk_size", default=(64, 64, 64))
     if (
@@ -61,16 +54,13 @@ def make_scale(array: xr.DataArray, options: Mapping[str, Any], key: str | None)
     chunk = tuple(int(c) for c in chunk)
     block = None
     if encoding == "compressed_segmentation":
-        block = pick("compressed_segmentation_block_size", default=(8, 8, 8))
+        default = codec_class(encoding).defaults["block_size"]
+        block = pick("compressed_segmentation_block_size", default=default)
         if len(block) != 3 or any(int(b) != b or b < 1 for b in block):
             raise WriteError(f"compressed_segmentation_block_size must be 3 positive ints: {block}")
         block = tuple(int(b) for b in block)
     jpeg_quality = pick("jpeg_quality") if encoding == "jpeg" else None
     png_level = pick("png_level") if encoding == "png" else None
-    if jpeg_quality is not None and not 0 <= int(jpeg_quality) <= 100:
-        raise WriteError(f"jpeg_quality must be in 0..100, got {jpeg_quality}")
-    if png_level is not None and not 0 <= int(png_level) <= 9:
-        raise WriteError(f"png_level must be in 0..9, got {png_level}")
     if key is None and list(attrs.get("resolution", [])) == list(resolution):
         key = attrs.get("scale_key")  # the key of the scale it was read from
     scale = Scale(
@@ -158,23 +148,19 @@ def new_info(
     array: xr.DataArray, options: Mapping[str, Any], scales: Sequence[Scale]
 ) -> VolumeInfo:
     vtype = options["type"] or (
-        array.name if array.name in ("image", "segmentation") else array.attrs.get("type")
+        array.name if array.name in VARIABLE_NAMES[:2] else array.attrs.get("type")
     )
     if vtype is None:
         vtype = "segmentation" if array.dtype.name in ("uint32", "uint64") else "image"
-    reserved = {
-        "url", "scale_key", "scale_index", "type", "data_type", "num_channels", "resolution",
-        "voxel_offset", "size", "chunk_size", "chunk_sizes", "encoding", "sharding",
-        "compressed_segmentation_block_size", "jpeg_quality", "png_level", "scales", "hidden",
-    }  # fmt: skip
-    extra = {
-        k: v for k, v in array.attrs.items() if k in ("mesh", "skeletons", "segment_properties")
-    }
+    extra = {k: v for k, v in array.attrs.items() if k in INFO_EXTRA_ATTRS}
     extra.update(
         {
             k: v
             for k, v in array.attrs.items()
-            if k not in reserved and _is_json(v) and k not in extra and k.startswith("neuroglancer")
+            if k not in RESERVED_ATTRS
+            and _is_json(v)
+            and k not in extra
+            and k.startswith("neuroglancer")
         }  # fmt: skip
     )
     return VolumeInfo(
@@ -196,18 +182,13 @@ def _is_json(value: Any) -> bool:
 
 def validate_scale(info: VolumeInfo, scale: Scale, where: str) -> None:
     """Refuse a scale the format or its encoding cannot hold, before anything is written."""
-    check_encoding_compatible(scale.encoding, info.data_type, info.num_channels, where, WriteError)
-    if scale.encoding == "jpeg":
-        x, y, z = scale.chunk_size
-        if max(x, min(y * z, x * y)) > 65535 and max(x * y, z) > 65535:
-            raise WriteError(f"{where}: chunk_size {scale.chunk_size} is too large for jpeg images")
-    if scale.encoding == "compresso" and max(scale.chunk_size) > 65535:
-        raise WriteError(f"{where}: compresso chunks must be at most 65535 voxels per axis")
-    if scale.sharding is not None:
-        bits = sum(compressed_morton_bits(scale.grid_shape))
-        if bits > 64:
-            raise WriteError(f"{where}: the chunk grid needs {bits} Morton bits (> 64)")
+    codec = codec_class(scale.encoding)
     try:
+        codec.check_holds(info.data_type, info.num_channels)
+        codec.check_chunk_size(scale.chunk_size)
+    except UnsupportedEncodingError as e:
+        raise WriteError(f"{where}: {e}") from e
+    try:  # the format's own rules (chunk grid within 64 Morton bits, option ranges, ...)
         VolumeInfo.from_json(info.to_json(), where)
     except InfoError as e:
         raise WriteError(str(e)) from e

@@ -1,9 +1,9 @@
 """The ``neuroglancer_uint64_sharded_v1`` format: chunk ids, hashing, shard files.
 
-Spec sections 4 and 5. Chunk ids are compressed Morton codes of the grid cell;
-``chunk_id >> preshift_bits`` is hashed, its low bits pick the minishard and the
-next bits the shard. A shard file is a fixed-size shard index followed by chunk
-data and minishard indexes at explicit offsets.
+docs/format.md §4. Chunk ids are compressed Morton codes of the grid cell
+(:mod:`.chunk_grid`); ``chunk_id >> preshift_bits`` is hashed, its low bits pick the
+minishard and the next bits the shard. A shard file is a fixed-size shard index
+followed by chunk data and minishard indexes at explicit offsets.
 """
 
 from __future__ import annotations
@@ -14,53 +14,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import mmh3
 import numpy as np
 
-from .codecs.compression import gzip_compress, gzip_decompress
+from .compression import gzip_compress, gzip_decompress
 from .errors import CorruptDataError
-from .metadata import ShardingSpec, compressed_morton_bits
+from .metadata import ShardingSpec
 
 _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
-
-
-def morton_bit_dims(grid_shape: Sequence[int]) -> list[int]:
-    """The axis (0, 1, 2) that supplies each bit of the compressed Morton code, LSB first.
-
-    >>> morton_bit_dims((5, 3, 8))
-    [0, 1, 2, 0, 1, 2, 0, 2]
-    """
-    bits = compressed_morton_bits(grid_shape)
-    return [d for i in range(max(bits, default=0)) for d in range(3) if i < bits[d]]
-
-
-def morton_encode(cells: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
-    """Compressed Morton codes of grid cells (``cells``: int array of shape (n, 3)).
-
-    >>> morton_encode(np.array([[3, 1, 2]]), (5, 3, 8))
-    array([43], dtype=uint64)
-    """
-    cells = np.asarray(cells, dtype=_U64).reshape(-1, 3)
-    out = np.zeros(len(cells), dtype=_U64)
-    per_dim = [0, 0, 0]
-    for j, d in enumerate(morton_bit_dims(grid_shape)):
-        bit = (cells[:, d] >> _U64(per_dim[d])) & _U64(1)
-        out |= bit << _U64(j)
-        per_dim[d] += 1
-    return out
-
-
-def morton_decode(ids: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
-    """Grid cells (n, 3) of compressed Morton codes; inverse of :func:`morton_encode`.
-
-    >>> morton_decode(np.array([43], dtype=np.uint64), (5, 3, 8)).tolist()
-    [[3, 1, 2]]
-    """
-    ids = np.asarray(ids, dtype=_U64).reshape(-1)
-    out = np.zeros((len(ids), 3), dtype=_U64)
-    per_dim = [0, 0, 0]
-    for j, d in enumerate(morton_bit_dims(grid_shape)):
-        out[:, d] |= ((ids >> _U64(j)) & _U64(1)) << _U64(per_dim[d])
-        per_dim[d] += 1
-    return out.astype(np.int64)
 
 
 def _murmur64(value: int) -> int:
@@ -77,7 +36,7 @@ def hash_ids(ids: np.ndarray, spec: ShardingSpec) -> np.ndarray:
 
 
 def shard_and_minishard(ids: np.ndarray, spec: ShardingSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Shard number and minishard number of each chunk id (spec 4.2).
+    """Shard number and minishard number of each chunk id (docs/format.md §4.2).
 
     >>> spec = ShardingSpec(preshift_bits=1, hash="identity", minishard_bits=2, shard_bits=3)
     >>> [a.tolist() for a in shard_and_minishard(np.array([43], dtype=np.uint64), spec)]
@@ -90,7 +49,7 @@ def shard_and_minishard(ids: np.ndarray, spec: ShardingSpec) -> tuple[np.ndarray
 
 
 def shard_key(shard: int, spec: ShardingSpec) -> str:
-    """Object name of a shard (spec 4.3).
+    """Object name of a shard (docs/format.md §4.3).
 
     >>> shard_key(10, ShardingSpec(preshift_bits=0, hash="identity", minishard_bits=0, shard_bits=9))
     '00a.shard'
@@ -101,58 +60,6 @@ def shard_key(shard: int, spec: ShardingSpec) -> str:
 
 def shard_index_size(spec: ShardingSpec) -> int:
     return 16 << spec.minishard_bits
-
-
-def _aligned_box(grid_shape: Sequence[int], lo: int, hi: int) -> tuple[int, int, int] | None:
-    """Box shape of the chunk sets that share Morton bits ``[lo, hi)`` (identity hash).
-
-    Bits below ``lo`` vary inside a set and bits from ``hi`` up are dropped (aliased).
-    Per axis, the set is an interval iff no varying bit lies above a fixed one, i.e. the
-    axis has no fixed bit or no dropped bit; axes without fixed bits span the grid.
-    """
-    k = [0, 0, 0]
-    fixed = [False, False, False]
-    dropped = [False, False, False]
-    for j, d in enumerate(morton_bit_dims(grid_shape)):
-        if j < lo:
-            k[d] += 1
-        elif j < hi:
-            fixed[d] = True
-        else:
-            dropped[d] = True
-    if any(f and a for f, a in zip(fixed, dropped)):
-        return None
-    return tuple(  # type: ignore[return-value]
-        min(int(grid_shape[d]), 1 << k[d]) if fixed[d] else int(grid_shape[d]) for d in range(3)
-    )
-
-
-def shard_box_chunks(grid_shape: Sequence[int], spec: ShardingSpec) -> tuple[int, int, int] | None:
-    """Shape in chunks of the axis-aligned box each shard holds, or ``None`` if shards
-    are not boxes (murmurhash, or too few bits so boxes alias) (spec 5.1).
-
-    Besides TS's rule (identity hash and ``sum(bits) <= preshift + minishard + shard``)
-    this also recognises aliasing that still leaves boxes, e.g. ``shard_bits = 0``
-    (one shard holds the whole grid).
-
-    >>> spec = ShardingSpec(preshift_bits=1, hash="identity", minishard_bits=2, shard_bits=5)
-    >>> shard_box_chunks((5, 3, 8), spec)
-    (2, 2, 2)
-    """
-    if spec.hash != "identity":
-        return None
-    n = spec.preshift_bits + spec.minishard_bits
-    return _aligned_box(grid_shape, n, n + spec.shard_bits)
-
-
-def minishard_box_chunks(
-    grid_shape: Sequence[int], spec: ShardingSpec
-) -> tuple[int, int, int] | None:
-    """Shape in chunks of the box each minishard holds (identity hash only)."""
-    if spec.hash != "identity":
-        return None
-    n = spec.preshift_bits + spec.minishard_bits + spec.shard_bits
-    return _aligned_box(grid_shape, spec.preshift_bits, n)
 
 
 # -- reading -----------------------------------------------------------------

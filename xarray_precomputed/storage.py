@@ -18,8 +18,10 @@ from typing import Any
 
 import fsspec
 
-from .codecs.compression import gzip_decompress
+from .compression import gzip_decompress
 from .errors import CorruptDataError, StorageError
+from .remote import OWN_OPTIONS, RemoteCaller, open_filesystem
+from .retry import RetryPolicy, classify, describe
 
 _PREFIX = "precomputed://"
 _executor: ThreadPoolExecutor | None = None
@@ -95,8 +97,10 @@ class Store:
     def __init__(self, url: str | os.PathLike, storage_options: dict[str, Any] | None = None):
         self.url = normalize_url(url)
         self.storage_options = dict(storage_options or {})
+        self.retry = RetryPolicy.from_option(self.storage_options.get("retry"))
         self._fs: fsspec.AbstractFileSystem | None = None
         self._root: str | None = None
+        self._remote = RemoteCaller(self, self.retry)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "storage_options": self.storage_options}
@@ -113,17 +117,18 @@ class Store:
 
     def _connect(self) -> tuple[fsspec.AbstractFileSystem, str]:
         if self._fs is None:
-            options = dict(self.storage_options)
-            if self.url.startswith(("s3://", "s3a://")):
-                # s3fs otherwise sends a HEAD before each whole-object GET (to split big
-                # objects); our objects are chunks and shards, read in parallel already.
-                options.setdefault("max_concurrency", 1)
-            try:
-                fs, root = fsspec.core.url_to_fs(self.url, **options)
-            except Exception as e:  # bad protocol, missing credentials, ...
-                raise StorageError(f"cannot open storage at {self.url}: {e}") from e
-            self._fs, self._root = fs, root.rstrip("/")
+            self._fs, self._root = open_filesystem(self.url, self.storage_options, self.retry)
         return self._fs, self._root  # type: ignore[return-value]
+
+    def reset_connection(self) -> None:
+        """Forget the filesystem (e.g. after ``storage_options`` changed); made anew on use."""
+        self._fs = None
+        self._root = None
+
+    @property
+    def fsspec_options(self) -> dict[str, Any]:
+        """``storage_options`` without this package's own keys (``retry``, ``index_cache``, ``coalesce``)."""
+        return {k: v for k, v in self.storage_options.items() if k not in OWN_OPTIONS}
 
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
@@ -148,14 +153,6 @@ class Store:
         """A human-readable location for error messages."""
         return f"{self.url}/{key}"
 
-    def child(self, key: str) -> Store:
-        """A store rooted at ``key`` below this one."""
-        s = Store.__new__(Store)
-        s.url = self.url + "/" + key.strip("/")
-        s.storage_options = self.storage_options
-        s._fs, s._root = self._fs, (None if self._root is None else self._root + "/" + key)
-        return s
-
     # -- reads ---------------------------------------------------------------
 
     def get(self, key: str, max_size: int | None = None) -> bytes | None:
@@ -172,7 +169,7 @@ class Store:
                 pass
             except OSError as e:
                 raise StorageError(f"cannot read {path}: {e}") from e
-            # cloud-files stores compressed local chunks with a suffix (spec 2.4).
+            # cloud-files stores compressed local chunks with a suffix (docs/format.md §2.4).
             for suffix in (".gz", ".br"):
                 try:
                     with open(path + suffix, "rb") as f:
@@ -186,14 +183,18 @@ class Store:
                 except Exception as e:  # the object is there but corrupt
                     raise CorruptDataError(f"cannot decompress {path + suffix}: {e}") from e
             return None
-        fs = self.fs
         path = self.path(key)
+        remote = self._remote
         try:
-            return fs.cat_file(path)
+            return remote.run(
+                self.url_of(key), lambda fs, t: remote.call(fs, "cat_file", path, timeout=t)
+            )
         except FileNotFoundError:
             return None
+        except StorageError:
+            raise
         except Exception as e:
-            raise StorageError(f"cannot read {self.url_of(key)}: {e}") from e
+            raise StorageError(f"cannot read {self.url_of(key)}: {describe(e)}") from e
 
     def get_reusing_buffer(self, key: str) -> memoryview | bytes | None:
         """The whole object, read into a buffer this thread reuses (local stores).
@@ -229,22 +230,15 @@ class Store:
         """Several whole objects, fetched concurrently on remote stores."""
         if self.is_local or len(keys) < 2:
             return [self.get(k, max_size) for k in keys]
-        fs = self.fs
         paths = [self.path(k) for k in keys]
-        try:
-            results = fs.cat(paths, on_error="return")
-        except Exception as e:
-            raise StorageError(f"cannot read {self.url_of(keys[0])} and others: {e}") from e
-        out: list[bytes | None] = []
-        for key, path in zip(keys, paths):
-            r = results.get(path) if isinstance(results, dict) else None
-            if r is None or isinstance(r, FileNotFoundError):
-                out.append(None)
-            elif isinstance(r, Exception):
-                raise StorageError(f"cannot read {self.url_of(key)}: {r}") from r
-            else:
-                out.append(r)
-        return out
+        got = self._batch(
+            [self.url_of(k) for k in keys],
+            lambda fs, idx, t: self._remote.call(
+                fs, "cat", [paths[i] for i in idx], on_error="return", timeout=t
+            ),
+            lambda result, idx: [result.get(paths[i]) for i in idx],
+        )
+        return got
 
     def get_range(self, key: str, start: int, end: int) -> bytes | None:
         """Bytes ``[start, end)`` of an object (fewer if it is shorter), ``None`` if missing."""
@@ -257,31 +251,64 @@ class Store:
         if self.is_local:
             # Sequential: callers already run in the pool, and page-cache reads are quick.
             return [self._local_range(*r) for r in requests]
-        fs = self.fs
         paths = [self.path(k) for k, _, _ in requests]
-        starts = [s for _, s, _ in requests]
-        ends = [e for _, _, e in requests]
-        try:
-            if len(requests) == 1:
+        remote = self._remote
+
+        def fetch(fs, idx: list[int], t: float) -> list[Any]:
+            if len(idx) == 1:
+                (i,) = idx
                 try:
-                    results: list[Any] = [fs.cat_file(paths[0], start=starts[0], end=ends[0])]
-                except FileNotFoundError:
-                    results = [None]
-            else:
-                results = fs.cat_ranges(paths, starts, ends, on_error="return")
+                    return [remote.call(fs, "cat_file", paths[i], start=requests[i][1],
+                                        end=requests[i][2], timeout=t)]  # fmt: skip
+                except Exception as e:  # judged per entry, as cat_ranges does
+                    return [e]
+            return remote.call(
+                fs, "cat_ranges", [paths[i] for i in idx], [requests[i][1] for i in idx],
+                [requests[i][2] for i in idx], on_error="return", timeout=t,
+            )  # fmt: skip
+
+        what = [f"{self.url_of(k)}[{s}:{e}]" for k, s, e in requests]
+        out = self._batch(what, fetch, lambda result, idx: result)
+        for i, r in enumerate(out):
+            start, end = requests[i][1], requests[i][2]
+            if r is not None and len(r) > end - start:
+                # The server ignored the Range header and sent the whole object.
+                out[i] = r[start:end]
+        return out
+
+    def _batch(self, what: list[str], fetch, unpack) -> list[bytes | None]:
+        """Fetch items with retries: each round asks again only for the failed ones.
+
+        ``fetch(fs, indices, seconds_left)`` returns something ``unpack(result, indices)``
+        turns into one bytes / exception / ``None`` per index.
+        """
+        out: list[Any] = [None] * len(what)
+        pending = list(range(len(what)))
+        last = [0]
+
+        def attempt(fs, t: float) -> None:
+            failed, error = [], None
+            for i, r in zip(pending, unpack(fetch(fs, pending, t), pending)):
+                if r is None or isinstance(r, FileNotFoundError):
+                    out[i] = None
+                elif isinstance(r, BaseException):
+                    if classify(r) == "final":
+                        raise StorageError(f"cannot read {what[i]}: {describe(r)}") from r
+                    failed.append(i)
+                    error = error or r
+                    last[0] = i
+                else:
+                    out[i] = r
+            pending[:] = failed
+            if error is not None:
+                raise error
+
+        try:
+            self._remote.run(lambda: what[last[0]], attempt)
+        except StorageError:
+            raise
         except Exception as e:
-            raise StorageError(f"cannot read ranges of {self.url_of(requests[0][0])}: {e}") from e
-        out: list[bytes | None] = []
-        for (key, start, end), r in zip(requests, results):
-            if r is None or isinstance(r, FileNotFoundError):
-                out.append(None)
-            elif isinstance(r, Exception):
-                raise StorageError(f"cannot read {self.url_of(key)}[{start}:{end}]: {r}") from r
-            else:
-                if len(r) > end - start:
-                    # The server ignored the Range header and sent the whole object.
-                    r = r[start:end]
-                out.append(r)
+            raise StorageError(f"cannot read {what[last[0]]}: {describe(e)}") from e
         return out
 
     def _local_range(self, key: str, start: int, end: int) -> bytes | None:
@@ -300,10 +327,16 @@ class Store:
     def exists(self, key: str) -> bool:
         if self.is_local:
             return os.path.exists(self.path(key))
+        path = self.path(key)
+        remote = self._remote
         try:
-            return self.fs.exists(self.path(key))
+            return remote.run(
+                self.url_of(key), lambda fs, t: remote.call(fs, "exists", path, timeout=t)
+            )
+        except StorageError:
+            raise
         except Exception as e:
-            raise StorageError(f"cannot reach {self.url_of(key)}: {e}") from e
+            raise StorageError(f"cannot reach {self.url_of(key)}: {describe(e)}") from e
 
     # -- writes --------------------------------------------------------------
 

@@ -11,10 +11,9 @@ import dask
 import dask.array as da
 import numpy as np
 
-from .chunk_grid import chunk_group, shard_box_voxels
+from .chunk_grid import chunk_group, shard_box_chunks, shard_box_voxels
 from .input_blocks import InputPieces
 from .metadata import VolumeInfo
-from .sharding import shard_box_chunks
 from .storage import Store
 from .write_plan import WritePlan
 from .write_tasks import write_block

@@ -15,12 +15,12 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
+from .chunk_grid import shard_box_chunks
 from .conventions import SPATIAL_DIMS
 from .errors import InfoError, VolumeExistsError, WriteError
 from .inputs import check_dtype, geometry
 from .metadata import VolumeInfo
 from .scale_plan import make_scale, new_info, validate_scale
-from .sharding import shard_box_chunks
 from .storage import Store
 
 Mode = Literal["w-", "w", "a", "r+"]

@@ -8,12 +8,11 @@ updated and re-encoded.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from .chunk_grid import chunk_key, chunk_shape
-from .codecs import get_codec
+from .chunk_grid import chunk_key, chunk_shape, morton_encode, shard_box_chunks
+from .codecs import scale_codec
 from .errors import WriteError
 from .input_blocks import InputPieces
 from .metadata import Scale, ShardingSpec, VolumeInfo
@@ -22,9 +21,7 @@ from .sharding import (
     assemble_shard,
     decode_chunk_data,
     encode_chunk_data,
-    morton_encode,
     shard_and_minishard,
-    shard_box_chunks,
     shard_key,
     stored_chunks,
 )
@@ -60,17 +57,6 @@ def write_block(
     return _write_unsharded(store, info, scale_index, block, origin, merge, write_empty)
 
 
-def _codec(info: VolumeInfo, scale: Scale):
-    params: dict[str, Any] = {}
-    if scale.encoding == "compressed_segmentation":
-        params["block_size"] = scale.compressed_segmentation_block_size
-    elif scale.encoding == "jpeg":
-        params["quality"] = 85 if scale.jpeg_quality is None else scale.jpeg_quality
-    elif scale.encoding == "png" and scale.png_level is not None:
-        params["level"] = scale.png_level
-    return get_codec(scale.encoding, info.dtype, info.num_channels, **params)
-
-
 def _cells_of_block(scale: Scale, origin, shape) -> list[tuple[int, int, int]]:
     c = scale.chunk_size
     ranges = [range(origin[d] // c[d], -(-(origin[d] + shape[d]) // c[d])) for d in range(3)]
@@ -94,7 +80,7 @@ def _overlap(scale: Scale, cell, origin, shape):
 
 def _write_unsharded(store, info, scale_index, block, origin, merge, write_empty) -> int:
     scale = info.scales[scale_index]
-    codec = _codec(info, scale)
+    codec = scale_codec(scale, info.dtype, info.num_channels)
     reader = ScaleReader(store, info, scale_index) if merge else None
     count = 0
     for cell in _cells_of_block(scale, origin, block.shape):
@@ -126,7 +112,7 @@ def _existing_chunk(reader: ScaleReader | None, scale, cell, cshape, info) -> np
 def _write_shard(store, info, scale_index, block, origin, merge, write_empty) -> int:
     scale = info.scales[scale_index]
     spec = scale.sharding
-    codec = _codec(info, scale)
+    codec = scale_codec(scale, info.dtype, info.num_channels)
     grid = scale.grid_shape
     box = shard_box_chunks(grid, spec)
     first = tuple(origin[d] // scale.chunk_size[d] for d in range(3))

@@ -1,11 +1,13 @@
-"""``compresso`` (spec 3.7), seung-lab's variant, via the ``compresso`` package."""
+"""``compresso`` (docs/format.md §3.7), seung-lab's variant, via the ``compresso`` package."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import compresso
 import numpy as np
 
-from ..errors import CorruptDataError
+from ..errors import CorruptDataError, UnsupportedEncodingError
 from .base import Codec
 
 _MAGIC = b"cpso"
@@ -18,6 +20,17 @@ class CompressoCodec(Codec):
     """Single-channel unsigned labels; the stream's data width must match the dtype."""
 
     name = "compresso"
+    data_types = ("uint8", "uint16", "uint32", "uint64")
+    channels = (1,)
+    max_side = 65535  # the stream header stores each dimension in 16 bits
+
+    @classmethod
+    def check_chunk_size(cls, chunk_size: Sequence[int]) -> None:
+        if max(chunk_size) > cls.max_side:
+            raise UnsupportedEncodingError(
+                f"compresso chunks must be at most {cls.max_side} voxels per axis, "
+                f"got {tuple(chunk_size)}"
+            )
 
     def decode(self, data: bytes, shape: tuple[int, int, int], where: str) -> np.ndarray:
         data = bytes(data)
@@ -35,7 +48,7 @@ class CompressoCodec(Codec):
                 f"expected {tuple(shape)} of {self.dtype.itemsize}"
             )
         steps = (header["xstep"], header["ystep"], header["zstep"])
-        # compresso's decoder trusts its header; these values crash it (spec 3.7 limits).
+        # compresso's decoder trusts its header; these values crash it (docs/format.md §3.7 limits).
         if (
             min(steps) < 1
             or steps[0] * steps[1] * steps[2] > 64

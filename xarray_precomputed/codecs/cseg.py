@@ -1,4 +1,4 @@
-"""``compressed_segmentation`` (spec 3.6), via the ``compressed_segmentation`` package.
+"""``compressed_segmentation`` (docs/format.md §3.6), via the ``compressed_segmentation`` package.
 
 The package handles one channel at a time and trusts its input, so the channel
 table and every block header are checked here before it runs.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import compressed_segmentation as cseg
 import numpy as np
 
-from ..errors import CorruptDataError, UnsupportedEncodingError
+from ..errors import CorruptDataError
 from .base import Codec
 
 
@@ -17,14 +17,13 @@ class CompressedSegmentationCodec(Codec):
     """uint32/uint64 labels in blocks of ``block_size`` voxels with per-block value tables."""
 
     name = "compressed_segmentation"
+    data_types = ("uint32", "uint64")
+    defaults = {"block_size": (8, 8, 8)}
+    scale_options = {"block_size": "compressed_segmentation_block_size"}
 
-    def __init__(self, dtype: np.dtype, num_channels: int, block_size=(8, 8, 8)):
-        super().__init__(dtype, num_channels)
-        if self.dtype.name not in ("uint32", "uint64"):
-            raise UnsupportedEncodingError(
-                f"compressed_segmentation needs uint32 or uint64, not {self.dtype.name}"
-            )
-        self.block_size = tuple(int(b) for b in block_size)
+    def __init__(self, dtype: np.dtype, num_channels: int, **params):
+        super().__init__(dtype, num_channels, **params)
+        self.block_size = tuple(int(b) for b in self.params["block_size"])
 
     def decode(self, data: bytes, shape: tuple[int, int, int], where: str) -> np.ndarray:
         words = np.frombuffer(data, dtype="<u4", count=len(data) // 4)

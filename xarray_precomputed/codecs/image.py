@@ -1,4 +1,4 @@
-"""2-D image encodings: ``jpeg``, ``png`` and ``jxl`` (spec 3.2-3.5).
+"""2-D image encodings: ``jpeg``, ``png`` and ``jxl`` (docs/format.md §3.2-3.5).
 
 A chunk is one image whose pixels, row after row, enumerate the voxels in
 Fortran ``(x, y, z)`` order, with the channels as interleaved components.
@@ -7,19 +7,36 @@ Writers use width ``x`` and height ``y * z``; readers accept any split.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import imagecodecs
 import numpy as np
 
-from ..errors import CorruptDataError, WriteError
+from ..errors import CorruptDataError, UnsupportedEncodingError
 from .base import Codec
-
-_MAX_SIDE = {"jpeg": 65535, "png": 2**31 - 1, "jxl": 2**30}
 
 
 class ImageCodec(Codec):
-    def __init__(self, dtype: np.dtype, num_channels: int, **params):
-        super().__init__(dtype, num_channels)
-        self.params = params
+    max_side: int  # the longest image side the format allows
+
+    @classmethod
+    def image_shape(cls, chunk: Sequence[int]) -> tuple[int, int]:
+        """(width, height) of the image of a chunk: ``x`` by ``y * z``, or ``x * y`` by
+        ``z`` when ``y * z`` is too tall. Refuses chunks neither layout fits."""
+        x, y, z = (int(n) for n in chunk[:3])
+        width, height = x, y * z
+        if height > cls.max_side:
+            width, height = x * y, z
+        if max(width, height) > cls.max_side:
+            raise UnsupportedEncodingError(
+                f"chunk shape {(x, y, z)} is too large for a {cls.name} image "
+                f"(sides up to {cls.max_side} pixels)"
+            )
+        return width, height
+
+    @classmethod
+    def check_chunk_size(cls, chunk_size: Sequence[int]) -> None:
+        cls.image_shape(chunk_size)
 
     def _decode_image(self, data: bytes) -> np.ndarray:
         raise NotImplementedError
@@ -50,12 +67,8 @@ class ImageCodec(Codec):
         return image.reshape(shape[2], shape[1], shape[0], channels).transpose(2, 1, 0, 3)
 
     def encode(self, array: np.ndarray) -> bytes:
-        x, y, z, c = array.shape
-        width, height = x, y * z
-        if height > _MAX_SIDE[self.name]:
-            width, height = x * y, z
-        if max(width, height) > _MAX_SIDE[self.name]:
-            raise WriteError(f"chunk shape {(x, y, z)} is too large for a {self.name} image")
+        c = array.shape[3]
+        width, height = self.image_shape(array.shape)
         image = np.ascontiguousarray(array.transpose(2, 1, 0, 3)).reshape(height, width, c)
         if c == 1:
             image = image[..., 0]
@@ -67,6 +80,11 @@ class JpegCodec(ImageCodec):
 
     name = "jpeg"
     lossy = True
+    data_types = ("uint8",)
+    channels = (1, 3)
+    max_side = 65535
+    defaults = {"quality": 85}
+    scale_options = {"quality": "jpeg_quality"}
 
     def _decode_image(self, data: bytes) -> np.ndarray:
         # libjpeg only warns about a truncated stream and pads the image with grey;
@@ -79,25 +97,34 @@ class JpegCodec(ImageCodec):
         return imagecodecs.jpeg8_decode(data)
 
     def _encode_image(self, image: np.ndarray) -> bytes:
-        return bytes(imagecodecs.jpeg8_encode(image, level=self.params.get("quality", 85)))
+        return bytes(imagecodecs.jpeg8_encode(image, level=self.params["quality"]))
 
 
 class PngCodec(ImageCodec):
     """PNG; uint8 or uint16, 1-4 channels. Option: ``level`` (zlib 0-9)."""
 
     name = "png"
+    data_types = ("uint8", "uint16")
+    channels = (1, 2, 3, 4)
+    max_side = 2**31 - 1
+    defaults = {"level": 6}
+    scale_options = {"level": "png_level"}
 
     def _decode_image(self, data: bytes) -> np.ndarray:
         return imagecodecs.png_decode(data)
 
     def _encode_image(self, image: np.ndarray) -> bytes:
-        return bytes(imagecodecs.png_encode(image, level=self.params.get("level", 6)))
+        return bytes(imagecodecs.png_encode(image, level=self.params["level"]))
 
 
 class JxlCodec(ImageCodec):
-    """JPEG XL (libjxl); uint8, 1 channel, the only interoperable layout (spec 3.5)."""
+    """JPEG XL (libjxl); uint8, 1 channel, the only interoperable layout (docs/format.md §3.5)."""
 
     name = "jxl"
+    data_types = ("uint8",)
+    channels = (1,)
+    max_side = 2**30
+    defaults = {"quality": 100}
 
     def _decode_image(self, data: bytes) -> np.ndarray:
         image = imagecodecs.jpegxl_decode(data)
@@ -106,5 +133,5 @@ class JxlCodec(ImageCodec):
         return image
 
     def _encode_image(self, image: np.ndarray) -> bytes:
-        quality = self.params.get("quality", 100)
+        quality = self.params["quality"]
         return bytes(imagecodecs.jpegxl_encode(image, lossless=quality >= 100, level=quality))

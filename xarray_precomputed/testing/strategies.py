@@ -1,7 +1,7 @@
 """Hypothesis strategies for Neuroglancer precomputed volumes.
 
-Everything generated here is *valid* by the rules of ``shared/spec/precomputed-format.md``
-(section 1.5 for ``info`` documents, section 1.4 for sharding specs), so tests can
+Everything generated here is *valid* by the rules of docs/format.md
+(§1.5 for ``info`` documents, §1.4 for sharding specs), so tests can
 mutate it to make it invalid on purpose.
 
 >>> from hypothesis import given
@@ -22,17 +22,14 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
+from ..chunk_grid import compressed_morton_bits
+from ..codecs import DATA_TYPES, ENCODING_CHANNELS, ENCODING_DTYPES, ENCODINGS
 from ..metadata import (
-    DATA_TYPES,
-    ENCODING_CHANNELS,
-    ENCODING_DTYPES,
-    ENCODINGS,
     HASHES,
     MULTISCALE_TYPE,
     SHARD_ENCODINGS,
     ShardingSpec,
     VolumeInfo,
-    compressed_morton_bits,
 )
 
 __all__ = [

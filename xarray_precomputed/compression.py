@@ -1,10 +1,14 @@
-"""gzip for shard data, minishard indexes and compressed chunk objects (ISA-L)."""
+"""gzip framing (ISA-L) for shard data, minishard indexes and compressed chunk objects.
+
+The lowest layer beside errors.py: storage, sharding and the reader use it; it imports
+nothing else from the package, so no layer reaches up into codecs/ for it.
+"""
 
 from __future__ import annotations
 
 from isal import igzip, isal_zlib
 
-from ..errors import CorruptDataError
+from .errors import CorruptDataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 

@@ -1,0 +1,211 @@
+"""Remote filesystems: how they are opened, and how requests are retried.
+
+:func:`open_filesystem` turns a URL and the user's ``storage_options`` into an fsspec
+filesystem with this package's defaults (the user's values always win):
+
+* timeouts, so an unreachable endpoint fails in seconds rather than minutes, and the
+  client libraries' own retry loops switched off where they can be, so that
+  :class:`~xarray_precomputed.retry.RetryPolicy` alone bounds attempts and time;
+* connection pools sized for the parallel reads (s3fs keeps 10 by default);
+* public data without configuration: ``gs://`` goes anonymous when no Google credentials
+  can be found, and ``s3://`` retries anonymously when botocore finds no credentials
+  (see :meth:`RemoteCaller.run`), as tensorstore does;
+* third-party loggers kept quiet unless the application configures logging.
+
+:class:`RemoteCaller` runs one fsspec call with retries and a hard deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from .errors import StorageError
+from .retry import RetryPolicy, classify, describe
+
+# Keys of storage_options this package consumes; the rest go to fsspec.
+OWN_OPTIONS = ("retry", "index_cache", "coalesce")
+# Parallel requests one filesystem should carry (pool threads x ranges per call).
+POOL_SIZE = 64
+_QUIET_LOGGERS = ("gcsfs", "s3fs", "fsspec", "aiobotocore", "botocore", "google", "urllib3")
+_quieted = False
+_S3_CREDENTIALS = ("anon", "key", "secret", "token", "profile", "session")
+
+
+def quiet_third_party_loggers() -> None:
+    """Keep client libraries from printing tracebacks through Python's last-resort handler.
+
+    A :class:`logging.NullHandler` only matters while the application has configured no
+    logging: records still propagate to the root logger's handlers when it has.
+    """
+    global _quieted
+    if not _quieted:
+        for name in _QUIET_LOGGERS:
+            logger = logging.getLogger(name)
+            if not logger.handlers:
+                logger.addHandler(logging.NullHandler())
+        _quieted = True
+
+
+def _google_credentials_available() -> bool:
+    if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+        return True
+    config = Path(os.environ.get("CLOUDSDK_CONFIG", Path.home() / ".config" / "gcloud"))
+    if (config / "application_default_credentials.json").exists():
+        return True
+    if (Path.home() / ".gcs_tokens").exists():  # gcsfs's own token cache
+        return True
+    try:  # what google-auth checks first to decide it runs on Google Compute Engine
+        return "Google" in Path("/sys/class/dmi/id/product_name").read_text()
+    except OSError:
+        return False
+
+
+def filesystem_options(protocol: str, options: dict[str, Any], policy: RetryPolicy) -> dict:
+    """The fsspec constructor arguments: the user's options over this package's defaults."""
+    opts = {k: v for k, v in options.items() if k not in OWN_OPTIONS}
+    connect = policy.connect_timeout
+    if protocol in ("s3", "s3a"):
+        # s3fs would send a HEAD before each whole-object GET to split big objects; our
+        # objects are chunks and shards, already read in parallel.
+        opts.setdefault("max_concurrency", 1)
+        config = dict(opts.get("config_kwargs") or {})
+        config.setdefault("connect_timeout", connect)
+        config.setdefault("read_timeout", max(connect, 60.0))
+        config.setdefault("max_pool_connections", POOL_SIZE)
+        config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+        opts["config_kwargs"] = config
+    elif protocol in ("gs", "gcs"):
+        if "token" not in opts and not _google_credentials_available():
+            opts["token"] = "anon"
+        opts.setdefault("requests_timeout", max(connect, 60.0))
+    elif protocol in ("http", "https"):
+        client = dict(opts.get("client_kwargs") or {})
+        if "timeout" not in client:
+            import aiohttp  # fsspec's HTTP filesystem imports it anyway
+
+            client["timeout"] = aiohttp.ClientTimeout(
+                total=None, sock_connect=connect, sock_read=max(connect, 60.0)
+            )
+        opts["client_kwargs"] = client
+    return opts
+
+
+def open_filesystem(url: str, options: dict[str, Any], policy: RetryPolicy):
+    """``(filesystem, root path)`` for ``url``; raises :class:`StorageError` on bad options."""
+    quiet_third_party_loggers()
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    try:
+        opts = filesystem_options(protocol, options, policy)
+        if protocol in ("gs", "gcs"):
+            from .gcs_filesystem import SingleTryGCSFileSystem
+
+            fs = SingleTryGCSFileSystem(**opts)
+            root = fs._strip_protocol(url)
+        else:
+            fs, root = fsspec.core.url_to_fs(url, **opts)
+    except Exception as e:  # unknown protocol, missing package, bad option
+        raise StorageError(f"cannot open storage at {url}: {e}") from e
+    return fs, root.rstrip("/")
+
+
+def _advice(url: str) -> str:
+    return (
+        f"check the URL ({url}), the network connection and the endpoint, and the "
+        "credentials (storage_options such as {'anon': True} for public data, or key/secret, "
+        "token, endpoint_url)"
+    )
+
+
+class RemoteCaller:
+    """Runs filesystem calls for one :class:`~xarray_precomputed.storage.Store` with retries.
+
+    The async filesystems (s3fs, gcsfs, fsspec's HTTP) are driven through their event loop
+    with a deadline, so a client library's own retry loop cannot exceed the policy's time.
+    """
+
+    def __init__(self, store: Any, policy: RetryPolicy) -> None:
+        self.store = store
+        self.policy = policy
+        self.reached = False  # after one answer, connection errors count as transient
+
+    def call(self, fs: Any, name: str, *args: Any, timeout: float, **kwargs: Any) -> Any:
+        if getattr(fs, "async_impl", False) and getattr(fs, "loop", None) is not None:
+            return fsspec.asyn.sync(
+                fs.loop, getattr(fs, "_" + name), *args, timeout=max(timeout, 0.01), **kwargs
+            )
+        return getattr(fs, name)(*args, **kwargs)
+
+    def run(self, what: str | Callable[[], str], fn: Callable[[Any, float], Any]) -> Any:
+        """``fn(fs, seconds_left)`` with retries; ``what`` names the object for errors.
+
+        Exceptions that are not transient (including ``FileNotFoundError`` and
+        :class:`StorageError`) pass through. A batch ``fn`` keeps what it got and raises a
+        transient error while parts are missing; ``what`` may then be a callable naming
+        the part that failed last.
+        """
+        p = self.policy
+        start = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            budget = p.timeout if self.reached else min(p.timeout, max(p.connect_timeout, 0.01))
+            left = budget - (time.monotonic() - start)
+            try:
+                result = fn(self.store.fs, left)
+                self.reached = True
+                return result
+            except StorageError:
+                raise
+            except Exception as e:
+                if self._switch_to_anonymous(e):
+                    attempt -= 1
+                    continue
+                kind = classify(e)
+                if kind == "final":
+                    raise
+                if kind == "transient" and not _is_deadline(e):
+                    self.reached = True  # the endpoint answered or accepted a connection
+                budget = p.timeout if self.reached else min(p.timeout, p.connect_timeout)
+                elapsed = time.monotonic() - start
+                pause = p.pause(attempt - 1)
+                if attempt >= p.attempts or elapsed + pause >= budget:
+                    name = what() if callable(what) else what
+                    raise self._give_up(name, e, kind, attempt, elapsed) from e
+                time.sleep(pause)
+
+    def _give_up(self, what: str, e: Exception, kind: str, attempts: int, elapsed: float):
+        if not self.reached:
+            return StorageError(
+                f"cannot reach {what}: no answer after {attempts} attempt(s) in "
+                f"{elapsed:.1f} s; last error: {describe(e)}. {_advice(self.store.url)}"
+            )
+        return StorageError(
+            f"cannot read {what}: gave up after {attempts} attempt(s) in {elapsed:.1f} s; "
+            f"last error: {describe(e)} (retry limits: storage_options['retry'])"
+        )
+
+    def _switch_to_anonymous(self, e: Exception) -> bool:
+        """S3 without credentials: go on anonymously (public buckets), as tensorstore does."""
+        store = self.store
+        if (
+            not store.url.startswith(("s3://", "s3a://"))
+            or type(e).__name__ != "NoCredentialsError"
+        ):
+            return False
+        if any(k in store.storage_options for k in _S3_CREDENTIALS):
+            return False
+        # Recorded in the options, so pickled copies (Dask workers) start anonymous too.
+        store.storage_options = {**store.storage_options, "anon": True}
+        store.reset_connection()
+        return True
+
+
+def _is_deadline(e: BaseException) -> bool:
+    return type(e).__name__ in ("FSTimeoutError", "TimeoutError")
