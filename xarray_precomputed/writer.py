@@ -117,7 +117,9 @@ def to_precomputed(
         )
     graph = [write_graph(store, info, p, write_empty_chunks) for p in plans]
     _write_info(store, info, mode, [p.scale_index for p in plans])
-    total = dask.delayed(_sum)(graph)
+    # one scale: its graph's own total; wrapping it in another delayed call would
+    # convert and cull the whole graph once more while building it
+    total = graph[0] if len(graph) == 1 else dask.delayed(_sum)(graph)
     if compute:
         return total.compute()
     return total
