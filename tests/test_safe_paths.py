@@ -113,10 +113,18 @@ def test_read_refuses_info_with_escaping_key(tmp_path, key):
     assert repr(key) in str(e.value)
     # nor may a write replace it: mode="w" must not delete what the old info names
     with pytest.raises(WriteError):
-        xp.to_precomputed(make_array(rand((4, 4, 1)), dims=("x", "y", "z"), res=(1, 1, 1)), str(vol), mode="a",
-                           resolution=(1, 1, 1))
-    xp.to_precomputed(make_array(rand((4, 4, 1)), dims=("x", "y", "z"), res=(1, 1, 1)), str(vol), mode="w",
-                       resolution=(1, 1, 1))
+        xp.to_precomputed(
+            make_array(rand((4, 4, 1)), dims=("x", "y", "z"), res=(1, 1, 1)),
+            str(vol),
+            mode="a",
+            resolution=(1, 1, 1),
+        )
+    xp.to_precomputed(
+        make_array(rand((4, 4, 1)), dims=("x", "y", "z"), res=(1, 1, 1)),
+        str(vol),
+        mode="w",
+        resolution=(1, 1, 1),
+    )
     assert (secret / "0-4_0-4_0-1").read_bytes() == bytes(range(16))
 
 
