@@ -3,8 +3,9 @@
 :class:`ScaleReader` is what Dask ships to workers: a :class:`Store` (URL and
 storage options) and the parsed metadata, nothing else. A read groups the chunks
 it needs by shard, fetches each shard index once, coalesces byte ranges, and
-decodes straight into a Fortran-ordered output (storage is x-fastest, so this
-avoids a transposing copy).
+copies each decoded (x-fastest) chunk into a C-ordered output with a tiled
+transposing copy (``layout.copy_into``), so Dask blocks concatenate with straight
+copies and users get NumPy's default order.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .chunk_grid import chunk_key, chunk_shape, morton_encode, shard_box_chunks
 from .codecs import scale_codec
 from .compression import GZIP_MAGIC, gzip_decompress
 from .errors import ChunkNotFoundError, CorruptDataError
+from .layout import copy_into
 from .metadata import Scale, VolumeInfo
 from .shard_index import (
     IndexCache,
@@ -143,7 +145,7 @@ class ScaleReader:
     def read(self, selection: Sequence[AxisSel | int]) -> np.ndarray:
         """Read an outer selection: one slice, integer or 1-D integer array per axis.
 
-        Integer indexers drop their axis, as in NumPy. The result is Fortran-ordered.
+        Integer indexers drop their axis, as in NumPy. The result is C-ordered.
         """
         selection = tuple(selection) + (slice(None),) * (4 - len(selection))
         drop = [i for i, s in enumerate(selection) if isinstance(s, (int, np.integer))]
@@ -162,7 +164,7 @@ class ScaleReader:
         # np.empty, not zeros: every element is written once, by its chunk or, for a
         # missing chunk, with 0; fresh zeroed pages cost more than the copy itself.
         out = np.empty((plans[0].length, plans[1].length, plans[2].length, n_channels),
-                       dtype=self.dtype, order="F")  # fmt: skip
+                       dtype=self.dtype)  # fmt: skip
         if out.size:
             tasks = [
                 _ChunkTask(
@@ -222,7 +224,7 @@ class ScaleReader:
         lx, ly, lz = task.local
         ox, oy, oz = task.out
         if all(isinstance(s, slice) for s in (lx, ly, lz, csel)):
-            out[ox, oy, oz, :] = chunk[lx, ly, lz, csel]
+            copy_into(out[ox, oy, oz, :], chunk[lx, ly, lz, csel])
             return
         shape = chunk.shape
         src = np.ix_(*(_as_index(s, n) for s, n in zip((lx, ly, lz, csel), shape)))

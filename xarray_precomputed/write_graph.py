@@ -10,6 +10,8 @@ from __future__ import annotations
 import dask
 import dask.array as da
 import numpy as np
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from .chunk_grid import chunk_group, shard_box_chunks, shard_box_voxels
 from .input_blocks import InputPieces
@@ -18,12 +20,17 @@ from .storage import Store
 from .write_plan import WritePlan
 from .write_tasks import write_block
 
+TASK_PREFIX = "to-precomputed-"  # key prefix of the write tasks (progress bars count them)
 
-def write_graph(store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bool) -> list:
-    """One delayed task per shard box (or group of whole chunks) of ``plan``'s region.
 
-    Each task depends on the input blocks overlapping its box and returns the
-    number of objects it stored or deleted.
+def write_graph(store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bool) -> Delayed:
+    """One task per shard box (or group of whole chunks) of ``plan``'s region.
+
+    The tasks form one graph layer over the input's graph; each depends on exactly
+    the input blocks overlapping its box. Building it costs time linear in the
+    number of tasks (no per-task ``dask.delayed`` call, which would merge, cull and
+    tokenize the input graph once per shard). The returned object computes the
+    number of objects stored or deleted.
     """
     scale = info.scales[plan.scale_index]
     data = plan.array.data
@@ -36,36 +43,35 @@ def write_graph(store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bo
     chunks = tuple(_aligned_chunks(plan.region_start[d], data.shape[d], unit[d]) for d in range(3))
     if len(data.chunks[3]) > 1:
         data = data.rechunk({3: -1})
-    blocks = data.to_delayed()
     starts = [np.cumsum((0,) + data.chunks[d]) for d in range(3)]
+    task_starts = [np.cumsum((0,) + chunks[d]) for d in range(3)]
+    # the input blocks each task box overlaps, per axis: [first, last) block indices
+    first = [np.searchsorted(starts[d], task_starts[d][:-1], side="right") - 1 for d in range(3)]
+    last = [np.searchsorted(starts[d], task_starts[d][1:], side="left") for d in range(3)]
     writer = _BlockWriter(store, info, plan.scale_index, plan.region_start, plan.merge, write_empty)
-    token = dask.base.tokenize(store.url, scale.key, data.name)
-    tasks = []
+    token = dask.base.tokenize(store.url, scale.key, data.name, plan.region_start)
+    name = f"{TASK_PREFIX}{token}"
+    layer: dict = {}
     for index in np.ndindex(*(len(c) for c in chunks)):
-        lo = [sum(chunks[d][: index[d]]) for d in range(3)]
-        shape = [chunks[d][index[d]] for d in range(3)]
-        pieces = []
-        ranges = [
-            range(
-                int(np.searchsorted(starts[d], lo[d], side="right")) - 1,
-                int(np.searchsorted(starts[d], lo[d] + shape[d], side="left")),
-            )
-            for d in range(3)
-        ]
-        for bi in ranges[0]:
-            for bj in ranges[1]:
-                for bk in ranges[2]:
-                    origin = (starts[0][bi] - lo[0], starts[1][bj] - lo[1], starts[2][bk] - lo[2])
-                    pieces.append((blocks[bi, bj, bk, 0], origin))
-        tasks.append(
-            dask.delayed(writer.write_pieces, pure=True)(
-                tuple(lo),
-                (*shape, data.shape[3]),
-                pieces,
-                dask_key_name=f"to-precomputed-{token}-{len(tasks)}",
-            )  # fmt: skip
-        )
-    return tasks
+        lo = [int(task_starts[d][index[d]]) for d in range(3)]
+        shape = [chunks[d][index[d]] for d in range(3)] + [data.shape[3]]
+        pieces = [
+            # a list, so that Dask finds the block key inside and passes the block
+            [(data.name, bi, bj, bk, 0),
+             (int(starts[0][bi]) - lo[0], int(starts[1][bj]) - lo[1], int(starts[2][bk]) - lo[2])]
+            for bi in range(first[0][index[0]], last[0][index[0]])
+            for bj in range(first[1][index[1]], last[1][index[1]])
+            for bk in range(first[2][index[2]], last[2][index[2]])
+        ]  # fmt: skip
+        layer[(name, *index)] = (writer.write_pieces, lo, shape, pieces)
+    total = f"objects-written-{token}"
+    layer[total] = (_count, list(layer))
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[data])
+    return Delayed(total, graph, layer=name)
+
+
+def _count(parts: list) -> int:
+    return int(sum(int(p) for p in parts))
 
 
 def _aligned_chunks(start: int, length: int, unit: int) -> tuple[int, ...]:
@@ -92,8 +98,12 @@ class _BlockWriter:
         self.write_empty = write_empty
 
     def write_pieces(self, lo, shape, pieces) -> int:
-        """Write the box at ``lo`` (region coordinates) from the input blocks overlapping it."""
+        """Write the box at ``lo`` (region coordinates) from the input blocks overlapping it.
+
+        ``pieces`` holds ``[block, offset of the block from lo]`` pairs.
+        """
         origin = tuple(self.region_start[d] + int(lo[d]) for d in range(3))
+        pieces = [(block, tuple(offset)) for block, offset in pieces]
         return write_block(
             self.store, self.info, self.scale_index, InputPieces(shape, pieces), origin,
             merge=self.merge, write_empty=self.write_empty,

@@ -1,0 +1,13 @@
+"""Builds the one compiled helper, xarray_precomputed._layout (everything else is in pyproject.toml)."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "xarray_precomputed._layout",
+            ["xarray_precomputed/_layout.c"],
+            extra_compile_args=["-O3"],
+        )
+    ]
+)
