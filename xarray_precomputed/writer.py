@@ -27,9 +27,9 @@ from .progress import compute as compute_with_progress
 from .scale_plan import DEFAULT_SHARD_BYTES
 from .storage import Store
 from .write_graph import TASK_PREFIX, write_graph
+from .write_plan import Mode, plan_tree_write, plan_write, read_existing_info
 
 INFO_TASK_PREFIX = "precomputed-info-"  # key prefix of the task writing the info
-from .write_plan import Mode, plan_tree_write, plan_write, read_existing_info
 
 
 def to_precomputed(
