@@ -110,15 +110,10 @@ def scale_attrs(url: str, info: VolumeInfo, index: int) -> dict[str, Any]:
 
 def volume_attrs(url: str, info: VolumeInfo) -> dict[str, Any]:
     """The attrs of a volume's root group (DataTree): volume members and all scales."""
-    attrs: dict[str, Any] = {
-        "url": url,
-        "type": info.type,
-        "data_type": info.data_type,
-        "num_channels": info.num_channels,
-        "scales": [s.to_json() for s in info.scales],
-    }
-    for k, v in info.extra.items():
-        attrs.setdefault(k, v)
+    attrs: dict[str, Any] = {"url": url}
+    for k, v in info.to_json().items():
+        if k != "@type":
+            attrs.setdefault(k, v)
     return attrs
 
 
