@@ -14,6 +14,7 @@ import xarray as xr
 import xarray_precomputed as xp
 
 from .helpers import make_array, sharding_dict
+from .writer_helpers import write_info_only
 
 # -- memory of a write task ----------------------------------------------------------------
 
@@ -30,12 +31,14 @@ def test_write_task_peak_memory_within_3x_shard(tmp_path, encodings):
     )  # boxes of 4x4x2 chunks = one 8 MiB block
     url = str(tmp_path / "v")
     size = (512, 512, 256)
-    xp.to_precomputed(
-        make_array(da.zeros((*size, 1), dtype="uint8", chunks=(*SHARD_SHAPE, 1))),
-        url,
-        chunk_size=(64, 64, 64),
-        sharding=spec,
-        compute=False,
+    write_info_only(
+        xp.to_precomputed(
+            make_array(da.zeros((*size, 1), dtype="uint8", chunks=(*SHARD_SHAPE, 1))),
+            url,
+            chunk_size=(64, 64, 64),
+            sharding=spec,
+            compute=False,
+        )
     )
     store, info = xp.open_info(url)
     rng = np.random.default_rng(14)

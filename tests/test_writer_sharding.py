@@ -20,7 +20,15 @@ from xarray_precomputed.metadata import Scale
 
 from . import peers
 from .helpers import DIMS, make_array, rand, sharding_dict
-from .writer_helpers import PutSpy, all_files, ours, read_info, shards_touched, write_tasks
+from .writer_helpers import (
+    PutSpy,
+    all_files,
+    ours,
+    read_info,
+    shards_touched,
+    write_info_only,
+    write_tasks,
+)
 
 # -- sharding="auto" -------------------------------------------------------------------------
 
@@ -80,7 +88,8 @@ def test_auto_sharding_big_volumes_valid_for_tensorstore(
     url = str(tmp_path / "v")
     delayed = xp.to_precomputed(
         arr, url, chunk_size=chunk, shard_bytes=shard_bytes, compute=False
-    )  # never computed: lazy zeros
+    )  # only its info task computed: lazy zeros
+    write_info_only(delayed)
     del delayed
     scale = read_info(url)["scales"][0]
     spec = scale["sharding"]

@@ -11,11 +11,13 @@ import json
 import os
 import threading
 
+import dask
 import numpy as np
 import xarray as xr
 
 import xarray_precomputed as xp
 from xarray_precomputed.storage import Store
+from xarray_precomputed.writer import INFO_TASK_PREFIX
 
 from . import peers
 from .helpers import DIMS, GZIP_MAGIC, make_array, rand
@@ -34,6 +36,13 @@ def file_hashes(root) -> dict[str, str]:
 
 def all_files(root) -> list[str]:
     return sorted(file_hashes(root)) if os.path.exists(root) else []
+
+
+def write_info_only(delayed) -> None:
+    """Run only the info task of a ``compute=False`` write."""
+    keys = [k for k in delayed.dask if isinstance(k, str) and k.startswith(INFO_TASK_PREFIX)]
+    assert len(keys) == 1
+    dask.get(dict(delayed.dask), keys)
 
 
 def read_info(url) -> dict:
