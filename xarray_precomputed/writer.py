@@ -1,7 +1,7 @@
 """``to_precomputed``: write xarray/Dask data as a precomputed volume.
 
-The plan is made and checked in the calling process (:mod:`.write_plan`), the
-``info`` is written once, and then one task per shard (or per group of whole
+The plan is made and checked in the calling process (:mod:`.write_plan`); when
+computed, one task writes the ``info``, and after it one task per shard (or per group of whole
 chunks when unsharded, :mod:`.write_graph`) encodes its chunks and stores each
 object with a single put (:mod:`.write_tasks`). No two tasks write the same
 object; a shard only partly covered by the data is read, merged and rewritten
@@ -23,10 +23,13 @@ from .errors import WriteError
 from .inputs import volume_array
 from .lazy_source import reads_from
 from .metadata import VolumeInfo
+from .progress import compute as compute_with_progress
 from .scale_plan import DEFAULT_SHARD_BYTES
 from .storage import Store
-from .write_graph import write_graph
+from .write_graph import TASK_PREFIX, write_graph
 from .write_plan import Mode, plan_tree_write, plan_write, read_existing_info
+
+INFO_TASK_PREFIX = "precomputed-info-"  # key prefix of the task writing the info
 
 
 def to_precomputed(
@@ -50,6 +53,7 @@ def to_precomputed(
     write_empty_chunks: bool = False,
     storage_options: dict[str, Any] | None = None,
     compute: bool = True,
+    progress: bool = False,
 ) -> Any:
     """Write ``obj`` as a Neuroglancer precomputed volume at ``url``.
 
@@ -68,7 +72,10 @@ def to_precomputed(
     to ``slice`` of array indices of that scale).
 
     Returns the number of objects written (``compute=True``) or a
-    ``dask.delayed`` object that writes when computed.
+    ``dask.delayed`` object that writes when computed: until then nothing is
+    written or deleted, then the ``info`` first and the data next. ``progress=True`` shows a
+    bar counting the written shards (or chunk groups) with an estimate of the
+    time left; on a dask.distributed Client, ``distributed.progress`` instead.
 
     >>> import numpy as np, xarray as xr, tempfile
     >>> a = xr.DataArray(np.ones((64, 64, 8), "uint8"), dims=("x", "y", "z"), name="image",
@@ -115,13 +122,23 @@ def to_precomputed(
             f"the data is read lazily from {store.url}, which mode='w' would delete before "
             "reading it; write to another URL, or use mode='r+' to update it in place"
         )
-    graph = [write_graph(store, info, p, write_empty_chunks) for p in plans]
-    _write_info(store, info, mode, [p.scale_index for p in plans])
+    # The info write (and mode="w"'s removal of the old scales) is a task every
+    # write task depends on: nothing is stored before the graph is computed, and
+    # then the info comes first.
+    token = dask.base.tokenize(store.url, info.to_json(), mode, [p.scale_index for p in plans])
+    prepare = dask.delayed(_write_info, pure=False)(
+        store, info, mode, dask_key_name=f"{INFO_TASK_PREFIX}{token}"
+    )
+    graph = [write_graph(store, info, p, write_empty_chunks, after=prepare) for p in plans]
     # one scale: its graph's own total; wrapping it in another delayed call would
     # convert and cull the whole graph once more while building it
     total = graph[0] if len(graph) == 1 else dask.delayed(_sum)(graph)
     if compute:
-        return total.compute()
+        scales = [info.scales[p.scale_index] for p in plans]
+        unit = "shard" if all(s.sharding is not None for s in scales) else "task"
+        what = "writing " + ", ".join(s.key for s in scales)
+        return compute_with_progress(total, progress, key_prefix=TASK_PREFIX, description=what,
+                                     unit=unit)  # fmt: skip
     return total
 
 
@@ -129,13 +146,14 @@ def _sum(parts: Sequence[Any]) -> int:
     return int(sum(int(np.asarray(p).sum()) for p in parts))
 
 
-def _write_info(store: Store, info: VolumeInfo, mode: Mode, written: Sequence[int]) -> None:
+def _write_info(store: Store, info: VolumeInfo, mode: Mode) -> int:
     if mode == "w":
         old = _read_existing_quietly(store)
         if old is not None:
             for s in old.scales:
                 _remove_tree(store, s.key)
     store.put("info", json.dumps(info.to_json(), indent=1).encode())
+    return 0
 
 
 def _read_existing_quietly(store: Store) -> VolumeInfo | None:
