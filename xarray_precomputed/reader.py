@@ -297,8 +297,8 @@ class ScaleReader:
             ranges = [(int(index[m, 0]), int(index[m, 1])) for m in needed]
             blobs = self._fetch(path, whole, ranges, where, "minishard index")
             decoded = {
-                m: decode_minishard_index(b, spec, f"{where} minishard {m}")
-                for m, b in zip(needed, blobs)
+                m: decode_minishard_index(b, spec, f"{where} minishard {m}", r, len(whole))
+                for m, b, r in zip(needed, blobs, ranges)
             }
         else:
             cache = self.index_cache

@@ -320,7 +320,9 @@ class Store:
         except OSError as e:
             raise StorageError(f"cannot read {path}: {e}") from e
         try:
-            return os.pread(fd, end - start, start)
+            # a corrupt index may ask for exabytes: never allocate past the file's end
+            end = min(end, os.fstat(fd).st_size)
+            return os.pread(fd, max(0, end - start), start)
         finally:
             os.close(fd)
 
