@@ -121,7 +121,7 @@ http {{
   sendfile on; tcp_nopush on; keepalive_requests 1000000; keepalive_timeout 60;
   client_body_temp_path {t}/b; proxy_temp_path {t}/p; fastcgi_temp_path {t}/f;
   uwsgi_temp_path {t}/u; scgi_temp_path {t}/s;
-  server {{ listen 127.0.0.1:{self.port}; root {root}; location / {{ }} }}
+  server {{ listen 127.0.0.1:{self.port}; root {Path(root).resolve()}; location / {{ }} }}
 }}
 """
         (t / "nginx.conf").write_text(conf)
