@@ -6,10 +6,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import pytest  # noqa: E402
 
-try:  # tests/ may or may not become a package
-    from . import servers
-except ImportError:
-    import servers
+from . import servers
 
 
 def _start(name, factory, modules):

@@ -16,10 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 
-try:  # tests/ may or may not become a package
-    from . import servers
-except ImportError:
-    import servers
+from . import servers
 
 
 class FaultProxy(servers._ReverseProxy):

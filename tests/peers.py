@@ -36,9 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .helpers import sharding_dict
+
 RESOLUTION = (4, 4, 40)
 SCALE_KEY = "4_4_40"
-SHARDING_TYPE = "neuroglancer_uint64_sharded_v1"
 
 TS_ENCODINGS = ("raw", "jpeg", "png", "compressed_segmentation")
 LOSSY_ENCODINGS = ("jpeg", "jxl")
@@ -129,25 +130,6 @@ def grid_bits(grid) -> list[int]:
     return [int(n - 1).bit_length() for n in grid]
 
 
-def make_sharding(
-    preshift_bits: int,
-    minishard_bits: int,
-    shard_bits: int,
-    hash: str = "identity",
-    minishard_index_encoding: str = "gzip",
-    data_encoding: str = "gzip",
-) -> dict:
-    return {
-        "@type": SHARDING_TYPE,
-        "preshift_bits": preshift_bits,
-        "hash": hash,
-        "minishard_bits": minishard_bits,
-        "shard_bits": shard_bits,
-        "minishard_index_encoding": minishard_index_encoding,
-        "data_encoding": data_encoding,
-    }
-
-
 def sharding_layout(kind: str, size, chunk_size) -> dict:
     """Named sharding layouts used by the case matrices.
 
@@ -169,19 +151,20 @@ def sharding_layout(kind: str, size, chunk_size) -> dict:
         "box_raw_gzip": ("raw", "gzip"),
     }
     if kind in encs:
-        return make_sharding(2, 1, max(0, total - 3), "identity", *encs[kind])
+        mi_enc, data_enc = encs[kind]
+        return sharding_dict(2, 1, max(0, total - 3), mi_enc=mi_enc, data_enc=data_enc)
     if kind == "box_gzip":
-        return make_sharding(1, 3, max(0, total - 4), "identity", "gzip", "gzip")
+        return sharding_dict(1, 3, max(0, total - 4))
     if kind == "mini0":
-        return make_sharding(3, 0, max(0, total - 3), "identity", "gzip", "gzip")
+        return sharding_dict(3, 0, max(0, total - 3))
     if kind == "murmur":
-        return make_sharding(1, 2, 2, "murmurhash3_x86_128", "gzip", "raw")
+        return sharding_dict(1, 2, 2, hash="murmurhash3_x86_128", data_enc="raw")
     if kind == "one":
-        return make_sharding(0, 3, 0, "identity", "raw", "gzip")
+        return sharding_dict(0, 3, 0, mi_enc="raw")
     if kind == "alias":
         if total <= 3:
             raise ValueError(f"grid too small for an aliasing layout ({total} bits)")
-        return make_sharding(1, 1, 1, "identity", "gzip", "gzip")
+        return sharding_dict(1, 1, 1)
     raise ValueError(kind)
 
 

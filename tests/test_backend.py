@@ -18,20 +18,14 @@ from xarray_precomputed import PrecomputedBackendEntrypoint
 from xarray_precomputed.metadata import DATA_TYPES
 from xarray_precomputed.testing import write_tensorstore_volume
 
+from .helpers import sharding_dict
+
 pytest.importorskip("tensorstore")
 
 SIZE = (10, 7, 5)
 OFFSET = (-3, 4, 100)
 RES = (4, 6, 40)
-SHARDING = {
-    "@type": "neuroglancer_uint64_sharded_v1",
-    "preshift_bits": 3,
-    "hash": "identity",
-    "minishard_bits": 0,
-    "shard_bits": 3,
-    "minishard_index_encoding": "gzip",
-    "data_encoding": "gzip",
-}
+SHARDING = sharding_dict(3, 0, 3)
 
 
 def random_data(dtype, nc, size=SIZE, seed=0):

@@ -12,30 +12,16 @@ import xarray as xr
 from xarray_precomputed.errors import ChunkNotFoundError
 from xarray_precomputed.testing import write_tensorstore_volume
 
+from .helpers import sharding_dict
+
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("tensorstore")
 
 pytestmark = pytest.mark.timeout(120)
 
 SHARDINGS = {
-    "identity": {
-        "@type": "neuroglancer_uint64_sharded_v1",
-        "preshift_bits": 3,
-        "hash": "identity",
-        "minishard_bits": 1,
-        "shard_bits": 4,
-        "minishard_index_encoding": "gzip",
-        "data_encoding": "gzip",
-    },
-    "murmur": {
-        "@type": "neuroglancer_uint64_sharded_v1",
-        "preshift_bits": 2,
-        "hash": "murmurhash3_x86_128",
-        "minishard_bits": 2,
-        "shard_bits": 2,
-        "minishard_index_encoding": "raw",
-        "data_encoding": "gzip",
-    },
+    "identity": sharding_dict(3, 1, 4),
+    "murmur": sharding_dict(2, 2, 2, hash="murmurhash3_x86_128", mi_enc="raw"),
 }
 
 

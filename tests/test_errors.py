@@ -25,6 +25,8 @@ from xarray_precomputed.metadata import ShardingSpec
 from xarray_precomputed.sharding import encode_shard
 from xarray_precomputed.testing import write_tensorstore_volume
 
+from .helpers import sharding_dict
+
 pytest.importorskip("tensorstore")
 
 KEY = "4_4_40"
@@ -32,15 +34,7 @@ KEY = "4_4_40"
 
 def sharding(mi_enc="raw", data_enc="raw"):
     # grid (4, 4, 2) of (4, 4, 3) chunks: box shards of 2 x 2 x 2 chunks, 2 minishards each.
-    return {
-        "@type": "neuroglancer_uint64_sharded_v1",
-        "preshift_bits": 2,
-        "hash": "identity",
-        "minishard_bits": 1,
-        "shard_bits": 2,
-        "minishard_index_encoding": mi_enc,
-        "data_encoding": data_enc,
-    }
+    return sharding_dict(2, 1, 2, mi_enc=mi_enc, data_enc=data_enc)
 
 
 def volume(

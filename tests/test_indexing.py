@@ -22,32 +22,22 @@ from xarray_precomputed.storage import Store
 from xarray_precomputed.testing import strategies as pst
 from xarray_precomputed.testing import write_tensorstore_volume
 
+from .helpers import sharding_dict
+
 ts = pytest.importorskip("tensorstore")
-
-
-def sharding(pre, mini, shard, hash_="identity", mi_enc="gzip", data_enc="gzip"):
-    return {
-        "@type": "neuroglancer_uint64_sharded_v1",
-        "preshift_bits": pre,
-        "hash": hash_,
-        "minishard_bits": mini,
-        "shard_bits": shard,
-        "minishard_index_encoding": mi_enc,
-        "data_encoding": data_enc,
-    }
 
 
 VOLUMES = {
     # name: (dtype, channels, size, voxel_offset, chunk, sharding)
     "raw": ("uint16", 2, (21, 17, 9), (-3, 2, 5), (4, 5, 3), None),
-    "identity": ("uint8", 1, (20, 17, 9), (5, -7, 0), (4, 4, 3), sharding(2, 1, 5)),
+    "identity": ("uint8", 1, (20, 17, 9), (5, -7, 0), (4, 4, 3), sharding_dict(2, 1, 5)),
     "murmur": (
         "uint32",
         1,
         (13, 11, 7),
         (0, 0, 100),
         (3, 4, 2),
-        sharding(1, 2, 2, "murmurhash3_x86_128", "raw", "gzip"),
+        sharding_dict(1, 2, 2, hash="murmurhash3_x86_128", mi_enc="raw"),
     ),
 }
 

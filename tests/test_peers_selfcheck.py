@@ -11,10 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-try:  # tests/ may or may not become a package
-    from . import peers
-except ImportError:
-    import peers
+from . import peers
 
 ALL_CASES = peers.cases_tensorstore() + peers.cases_cloudvolume()
 

@@ -18,24 +18,13 @@ import xarray as xr
 import xarray_precomputed as xp
 from xarray_precomputed.errors import WriteError
 
-try:  # tests/ may or may not become a package
-    from . import peers
-except ImportError:
-    import peers
-
-DIMS = ("x", "y", "z", "channel")
+from . import helpers, peers
+from .helpers import DIMS
 
 
-def make_array(data, offset=(0, 0, 0), res=(4, 4, 40), name="image", channel=True, attrs=None):
-    """A DataArray as the reader makes it: nm coordinates at voxel centres."""
-    data = np.asarray(data) if not isinstance(data, da.Array) else data
-    coords = {
-        dim: (offset[d] + np.arange(data.shape[d]) + 0.5) * res[d] for d, dim in enumerate(DIMS[:3])
-    }
-    dims = DIMS if channel else DIMS[:3]
-    if channel:
-        coords["channel"] = np.arange(data.shape[3])
-    return xr.DataArray(data, dims=dims, coords=coords, name=name, attrs=dict(attrs or {}))
+def make_array(data, offset=(0, 0, 0), **kwargs):
+    """As the reader makes it: with the ``channel`` coordinate."""
+    return helpers.make_array(data, offset, channel_coord=True, **kwargs)
 
 
 def reference(data: np.ndarray, offset, factors, method: str) -> tuple[np.ndarray, tuple]:

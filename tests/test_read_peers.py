@@ -21,15 +21,12 @@ import xarray as xr
 from xarray_precomputed import open_info
 from xarray_precomputed.chunk_grid import chunk_group
 
-try:  # tests/ may or may not become a package
-    from . import peers
-except ImportError:
-    import peers
+from . import peers
+from .helpers import DIMS
 
 TS_CASES = peers.cases_tensorstore()
 CV_CASES = peers.cases_cloudvolume()
 ALL_CASES = TS_CASES + CV_CASES
-DIMS = ("x", "y", "z", "channel")
 
 
 def _dask_subset(cases: list[peers.Case]) -> list[peers.Case]:

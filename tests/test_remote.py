@@ -37,10 +37,7 @@ import xarray as xr
 
 from xarray_precomputed.errors import InfoNotFoundError, PrecomputedError, StorageError
 
-try:  # tests/ may or may not become a package
-    from . import peers
-except ImportError:
-    import peers
+from . import peers
 
 BACKENDS = ("s3", "gcs", "http")
 # Requests for one whole object, found or missing (see module docstring).

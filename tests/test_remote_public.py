@@ -13,11 +13,7 @@ from xarray_precomputed.backend import open_info
 from xarray_precomputed.errors import StorageError
 from xarray_precomputed.storage import Store
 
-try:  # tests/ may or may not become a package
-    from . import faults, servers
-except ImportError:
-    import faults
-    import servers
+from . import faults, servers
 
 
 @pytest.fixture(scope="module")

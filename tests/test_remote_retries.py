@@ -24,11 +24,7 @@ from xarray_precomputed.errors import StorageError
 from xarray_precomputed.retry import RetryPolicy, classify
 from xarray_precomputed.storage import Store
 
-try:  # tests/ may or may not become a package
-    from . import faults, servers
-except ImportError:
-    import faults
-    import servers
+from . import faults, servers
 
 FAST = {"backoff": 0.005, "max_backoff": 0.02}
 

@@ -41,6 +41,8 @@ from xarray_precomputed.sharding import (
 )
 from xarray_precomputed.testing import strategies as pst
 
+from .helpers import sharding_dict
+
 cv_sharding = pytest.importorskip("cloudvolume.datasource.precomputed.sharding")
 cv_common = pytest.importorskip("cloudvolume.datasource.precomputed.common")
 
@@ -48,15 +50,9 @@ FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCh
 MEDIUM = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def spec_of(pre, mini, shard, hash="identity", mi_enc="raw", data_enc="raw"):
-    return ShardingSpec(
-        preshift_bits=pre,
-        hash=hash,
-        minishard_bits=mini,
-        shard_bits=shard,
-        minishard_index_encoding=mi_enc,
-        data_encoding=data_enc,
-    )
+def spec_of(pre, mini, shard, hash="identity", mi_enc="raw", data_enc="raw") -> ShardingSpec:
+    d = sharding_dict(pre, mini, shard, hash=hash, mi_enc=mi_enc, data_enc=data_enc)
+    return ShardingSpec.from_json(d)
 
 
 def cv_spec(spec: ShardingSpec):

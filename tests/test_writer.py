@@ -35,37 +35,10 @@ from xarray_precomputed.errors import StorageError, VolumeExistsError, WriteErro
 from xarray_precomputed.metadata import Scale
 from xarray_precomputed.storage import Store
 
-try:  # tests/ may or may not become a package
-    from . import peers
-except ImportError:
-    import peers
-
-DIMS = ("x", "y", "z", "channel")
-RES = (4, 4, 40)
-GZIP_MAGIC = b"\x1f\x8b"
-
+from . import peers
+from .helpers import DIMS, GZIP_MAGIC, make_array, rand, sharding_dict
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def make_array(data, offset=(0, 0, 0), res=RES, name="image", dims=DIMS, attrs=None):
-    """A DataArray with reader-style coordinates (nm at voxel centres) along x, y, z."""
-    coords = {}
-    for axis, dim in enumerate(dims):
-        if dim in ("x", "y", "z"):
-            d = "xyz".index(dim)
-            coords[dim] = (offset[d] + np.arange(data.shape[axis]) + 0.5) * res[d]
-    return xr.DataArray(data, dims=dims, coords=coords, name=name, attrs=dict(attrs or {}))
-
-
-def rand(shape, dtype="uint8", seed=0, low=1):
-    """Random data without zeros (so no chunk is skipped as empty)."""
-    rng = np.random.default_rng(seed)
-    dt = np.dtype(dtype)
-    if dt.kind == "f":
-        return rng.normal(size=shape).astype(dt)
-    hi = min(np.iinfo(dt).max, 2**40)
-    return rng.integers(low, hi, size=shape, endpoint=True).astype(dt)
 
 
 def file_hashes(root) -> dict[str, str]:
@@ -92,10 +65,6 @@ def ours(url, scale=0, **kw) -> np.ndarray:
     ds = xr.open_dataset(url, engine="precomputed", scale=scale, **kw)
     name = list(ds.data_vars)[0]
     return ds[name].transpose(*DIMS).values
-
-
-def sharding_dict(pre, mini, shard, mie="gzip", de="gzip", hash="identity"):
-    return peers.make_sharding(pre, mini, shard, hash, mie, de)
 
 
 def parse_shard(blob: bytes, spec: dict) -> dict[int, bytes]:
@@ -363,7 +332,7 @@ ROUNDTRIP_SOURCES = {
         voxel_offset=(-20, 4, -3),
         encoding="compressed_segmentation",
         block_size=(3, 5, 2),
-        sharding=sharding_dict(2, 1, 6, "gzip", "raw"),
+        sharding=sharding_dict(2, 1, 6, data_enc="raw"),
         key="seg/mip0",
     ),
     "raw-one-shard-minishards": dict(
@@ -375,7 +344,7 @@ ROUNDTRIP_SOURCES = {
         chunk_size=(8, 8, 8),
         voxel_offset=(0, 0, 0),
         encoding="raw",
-        sharding=sharding_dict(0, 3, 0, "raw", "gzip"),
+        sharding=sharding_dict(0, 3, 0, mi_enc="raw"),
     ),
     "jpeg-sharded": dict(
         data_type="uint8",
@@ -386,7 +355,7 @@ ROUNDTRIP_SOURCES = {
         chunk_size=(16, 16, 8),
         voxel_offset=(1, 2, 3),
         encoding="jpeg",
-        sharding=sharding_dict(1, 2, 2, "gzip", "raw"),
+        sharding=sharding_dict(1, 2, 2, data_enc="raw"),
     ),
 }
 
@@ -451,7 +420,7 @@ OWN_LAYOUTS = {
     ),
     "png-level": dict(encoding="png", chunk_size=(16, 16, 4), png_level=3, sharding=None),
     "compresso-gzip": dict(
-        encoding="compresso", chunk_size=(8, 8, 8), sharding=sharding_dict(1, 1, 4, "raw", "gzip")
+        encoding="compresso", chunk_size=(8, 8, 8), sharding=sharding_dict(1, 1, 4, mi_enc="raw")
     ),
 }
 
@@ -491,7 +460,11 @@ def test_lossless_encoding_identity(tmp_path, encoding, dtype, nc, block, shard_
     size, chunk, offset = (23, 19, 9), (8, 8, 4), (-3, 5, -1)
     case = peers.Case("xp", encoding, dtype, nc, size, chunk, offset, None, block)
     data = peers.make_data(case)
-    spec = None if shard_enc is None else sharding_dict(1, 2, 2, *shard_enc)
+    spec = (
+        None
+        if shard_enc is None
+        else sharding_dict(1, 2, 2, mi_enc=shard_enc[0], data_enc=shard_enc[1])
+    )
     url = str(tmp_path / "v")
     xp.to_precomputed(
         make_array(data, offset),
@@ -887,7 +860,9 @@ SHARD_BYTES = math.prod(SHARD_SHAPE)
 def test_write_task_peak_memory_within_3x_shard(tmp_path, encodings):
     from xarray_precomputed.write_tasks import write_block
 
-    spec = sharding_dict(5, 0, 3, *encodings)  # boxes of 4x4x2 chunks = one 8 MiB block
+    spec = sharding_dict(
+        5, 0, 3, mi_enc=encodings[0], data_enc=encodings[1]
+    )  # boxes of 4x4x2 chunks = one 8 MiB block
     url = str(tmp_path / "v")
     size = (512, 512, 256)
     xp.to_precomputed(

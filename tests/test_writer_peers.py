@@ -19,12 +19,9 @@ import xarray as xr
 
 import xarray_precomputed as xp
 
-try:  # tests/ may or may not become a package
-    from . import peers
-except ImportError:
-    import peers
+from . import peers
+from .helpers import DIMS
 
-DIMS = ("x", "y", "z", "channel")
 RES = peers.RESOLUTION
 # sharding layouts we write as given; the others (murmurhash, aliasing) are refused by the
 # writer, so those rows use sharding="auto" with small shards instead

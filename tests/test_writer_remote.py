@@ -12,29 +12,12 @@ import xarray as xr
 
 import xarray_precomputed as xp
 
-try:  # tests/ may or may not become a package
-    from . import peers
-except ImportError:
-    import peers
-
-DIMS = ("x", "y", "z", "channel")
-RES = (4, 4, 40)
-
-
-def make_array(data, offset=(0, 0, 0), name="image"):
-    coords = {
-        dim: (offset[d] + np.arange(data.shape[d]) + 0.5) * RES[d] for d, dim in enumerate(DIMS[:3])
-    }
-    return xr.DataArray(data, dims=DIMS, coords=coords, name=name)
-
-
-def rand(shape, dtype, seed):
-    rng = np.random.default_rng(seed)
-    return rng.integers(1, 2**16, size=shape).astype(dtype)  # no zeros: every chunk stored
+from . import peers
+from .helpers import grid_shape, make_array, rand, sharding_dict
 
 
 def n_shards(size, chunk, spec) -> int:
-    grid = tuple(-(-s // c) for s, c in zip(size, chunk))
+    grid = grid_shape(size, chunk)
     box = peers.shard_box_chunks(spec, grid)
     return int(np.prod([-(-g // b) for g, b in zip(grid, box)]))
 
@@ -42,7 +25,7 @@ def n_shards(size, chunk, spec) -> int:
 def test_distributed_multiprocess_write_to_local_disk(tmp_path):
     distributed = pytest.importorskip("distributed")
     size, chunk = (96, 80, 24), (16, 16, 8)
-    spec = peers.make_sharding(3, 0, 6)  # 2x2x2-chunk boxes
+    spec = sharding_dict(3, 0, 6)  # 2x2x2-chunk boxes
     data = rand((*size, 2), "uint16", seed=1)
     arr = make_array(da.from_array(data, chunks=(40, 24, 10, 2)), offset=(-16, 8, 3))
     url = str(tmp_path / "v")
@@ -73,7 +56,7 @@ def test_distributed_multiprocess_write_to_local_disk(tmp_path):
 @pytest.mark.parametrize("sharded", [True, False], ids=["sharded", "unsharded"])
 def test_write_to_s3_one_put_per_object(s3_server, sharded):
     size, chunk = (64, 48, 20), (16, 16, 8)
-    spec = peers.make_sharding(3, 0, 4) if sharded else None
+    spec = sharding_dict(3, 0, 4) if sharded else None
     data = rand((*size, 1), "uint32", seed=3)
     arr = make_array(
         da.from_array(data, chunks=(20, 20, 7, 1)), offset=(5, -3, 0), name="segmentation"
@@ -90,7 +73,7 @@ def test_write_to_s3_one_put_per_object(s3_server, sharded):
     )
     requests = s3_server.requests()
     puts = [r for r in requests if r[0] == "PUT"]
-    grid = tuple(-(-s // c) for s, c in zip(size, chunk))
+    grid = grid_shape(size, chunk)
     objects = n_shards(size, chunk, spec) if sharded else int(np.prod(grid))
     assert len(puts) == objects + 1  # every shard (or chunk) once, plus the info
     assert len({p[1].split("?")[0] for p in puts}) == len(puts)

@@ -12,6 +12,7 @@ from .errors import (
     CorruptDataError,
     InfoError,
     InfoNotFoundError,
+    LinkError,
     PrecomputedError,
     ScaleNotFoundError,
     StorageError,
@@ -20,6 +21,7 @@ from .errors import (
     WriteError,
 )
 from .metadata import Scale, ShardingSpec, VolumeInfo
+from .neuroglancer import neuroglancer_url
 from .pyramid import downsample
 from .retry import RetryPolicy
 from .scale_plan import auto_sharding
@@ -33,6 +35,7 @@ __all__ = [
     "CorruptDataError",
     "InfoError",
     "InfoNotFoundError",
+    "LinkError",
     "PrecomputedBackendEntrypoint",
     "PrecomputedError",
     "RetryPolicy",
@@ -47,6 +50,7 @@ __all__ = [
     "auto_sharding",
     "clear_index_caches",
     "downsample",
+    "neuroglancer_url",
     "open_info",
     "to_precomputed",
 ]

@@ -1,7 +1,7 @@
-"""``python -m xarray_precomputed demo``."""
+"""``python -m xarray_precomputed``: the ``precomputed`` command."""
 
 import sys
 
-from .demo import main
+from .cli import main
 
 sys.exit(main())

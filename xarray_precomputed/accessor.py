@@ -26,7 +26,7 @@ class _Accessor:
 @xr.register_dataset_accessor("precomputed")
 @xr.register_dataarray_accessor("precomputed")
 class PrecomputedAccessor(_Accessor):
-    """``ds.precomputed.to_precomputed(url)`` and ``ds.precomputed.downsample(factors)``."""
+    """``ds.precomputed.to_precomputed(url)``, ``.downsample(factors)`` and ``.neuroglancer_url()``."""
 
     def downsample(
         self, factors: Sequence[int] = (2, 2, 1), method: str | None = None, **kwargs: Any
@@ -35,6 +35,16 @@ class PrecomputedAccessor(_Accessor):
         from .pyramid import downsample
 
         return downsample(self._obj, factors, method, **kwargs)
+
+    def neuroglancer_url(self, *others: Any, **kwargs: Any) -> str:
+        """A Neuroglancer link to this volume (and ``others``), centred on this selection;
+        see :func:`xarray_precomputed.neuroglancer_url`.
+
+        >>> # print(ds.image.isel(z=slice(10, 20)).precomputed.neuroglancer_url())
+        """
+        from .neuroglancer import neuroglancer_url
+
+        return neuroglancer_url(self._obj, *others, **kwargs)
 
 
 @xr.register_datatree_accessor("precomputed")

@@ -85,53 +85,35 @@ def coordinate_attrs(dim: str) -> dict[str, str]:
 
 
 def scale_attrs(url: str, info: VolumeInfo, index: int) -> dict[str, Any]:
-    """The attrs of scale ``index`` of a volume: its info entries, flattened.
+    """The attrs of scale ``index`` of a volume: its ``info`` members, flattened.
 
-    Info members the package does not interpret (at scale, then volume level) are
-    added unless they would overwrite one of these.
+    The scale's members (``chunk_size`` is the first of ``chunk_sizes``, which is only
+    kept when there are several), then the volume's extra members, never overwriting.
     """
-    s = info.scales[index]
+    members = info.scales[index].to_json()
+    chunk_sizes = members.pop("chunk_sizes")
     attrs: dict[str, Any] = {
         "url": url,
-        "scale_key": s.key,
+        "scale_key": members.pop("key"),
         "scale_index": index,
         "type": info.type,
         "data_type": info.data_type,
         "num_channels": info.num_channels,
-        "resolution": list(s.resolution),
-        "voxel_offset": list(s.voxel_offset),
-        "size": list(s.size),
-        "chunk_size": list(s.chunk_size),
-        "encoding": s.encoding,
+        "chunk_size": chunk_sizes[0],
     }
-    if len(s.chunk_sizes) > 1:
-        attrs["chunk_sizes"] = [list(c) for c in s.chunk_sizes]
-    if s.compressed_segmentation_block_size is not None:
-        attrs["compressed_segmentation_block_size"] = list(s.compressed_segmentation_block_size)
-    if s.sharding is not None:
-        attrs["sharding"] = s.sharding.to_json()
-    if s.jpeg_quality is not None:
-        attrs["jpeg_quality"] = s.jpeg_quality
-    if s.png_level is not None:
-        attrs["png_level"] = s.png_level
-    for k, v in s.extra.items():
-        attrs.setdefault(k, v)
-    for k, v in info.extra.items():
+    if len(chunk_sizes) > 1:
+        attrs["chunk_sizes"] = chunk_sizes
+    for k, v in [*members.items(), *info.extra.items()]:
         attrs.setdefault(k, v)
     return attrs
 
 
 def volume_attrs(url: str, info: VolumeInfo) -> dict[str, Any]:
     """The attrs of a volume's root group (DataTree): volume members and all scales."""
-    attrs: dict[str, Any] = {
-        "url": url,
-        "type": info.type,
-        "data_type": info.data_type,
-        "num_channels": info.num_channels,
-        "scales": [s.to_json() for s in info.scales],
-    }
-    for k, v in info.extra.items():
-        attrs.setdefault(k, v)
+    attrs: dict[str, Any] = {"url": url}
+    for k, v in info.to_json().items():
+        if k != "@type":
+            attrs.setdefault(k, v)
     return attrs
 
 

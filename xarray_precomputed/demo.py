@@ -1,4 +1,4 @@
-"""The built-in example: ``python -m xarray_precomputed demo``.
+"""The built-in example: ``precomputed demo`` (or ``python -m xarray_precomputed demo``).
 
 Synthesises an EM-like image and its segmentation (no network needed), writes
 both as sharded multiscale precomputed volumes, reopens them lazily and computes
@@ -7,8 +7,6 @@ per-label voxel counts and mean intensities with Dask.
 
 from __future__ import annotations
 
-import argparse
-import tempfile
 import time
 from pathlib import Path
 
@@ -118,30 +116,3 @@ def run(out: Path, shape: tuple[int, int, int] = (384, 384, 64)) -> dict:
         "write_s": written - started,
         "total_s": time.perf_counter() - started,
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xarray_precomputed")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="write, reopen and analyse a synthetic EM volume")
-    demo.add_argument("--out", type=Path, default=None, help="directory (default: a temp dir)")
-    args = parser.parse_args(argv)
-    out = args.out or Path(tempfile.mkdtemp(prefix="xarray-precomputed-demo-"))
-    out.mkdir(parents=True, exist_ok=True)
-    r = run(out.absolute())
-    print(f"Wrote a synthetic EM image and segmentation in {r['write_s']:.1f} s:")
-    print(f"  image (jpeg, sharded):                        {r['image_url']}")
-    print(f"  segmentation (compressed_segmentation, sharded): {r['segmentation_url']}")
-    print("  scales: " + ", ".join(f"{k} {s}" for k, s in r["scales"]))
-    print(f"  {r['shards']} shard files in the finest scale")
-    print(f"Reopened lazily and computed with Dask: {r['labels']} labels; the largest:")
-    print("  label id              voxels   mean intensity")
-    for label, count, mean in r["top"]:
-        print(f"  {label:<20d} {count:>8d}   {mean:8.1f}")
-    print(f"  {100 * r['dark_fraction']:.1f}% of voxels are membrane-dark (< 100)")
-    print("Open them with:")
-    print("  import xarray as xr")
-    print(f"  ds = xr.open_dataset({r['image_url']!r}, engine='precomputed', chunks={{}})")
-    print(f"  tree = xr.open_datatree({r['segmentation_url']!r}, engine='precomputed')")
-    print(f"Done in {r['total_s']:.1f} s.")
-    return 0

@@ -47,3 +47,7 @@ class WriteError(PrecomputedError, ValueError):
 
 class VolumeExistsError(PrecomputedError, FileExistsError):
     """``mode="w-"`` was used and a volume already exists at the target."""
+
+
+class LinkError(PrecomputedError, ValueError):
+    """A volume cannot be shown in Neuroglancer as asked (e.g. a local path)."""

@@ -1,7 +1,7 @@
 """Finding chunks in a shard without reading it whole: index entries, minishard indexes.
 
 A partial read of a shard costs an index-entry request, then one request per minishard
-index, then the chunk data (spec §4.3). The first two are kept in a bounded, per-volume
+index, then the chunk data (docs/format.md §4.4). The first two are kept in a bounded, per-volume
 :class:`IndexCache`, so the next cutout in a shard already touched costs only its chunk
 requests. Cached offsets are trusted until the cache is cleared: a shard rewritten
 underneath is noticed only when its chunks no longer decode (then its entries are dropped,

@@ -20,6 +20,8 @@ from .storage import Store
 from .write_plan import WritePlan
 from .write_tasks import write_block
 
+TASK_PREFIX = "to-precomputed-"  # key prefix of the write tasks (progress bars count them)
+
 
 def write_graph(store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bool) -> Delayed:
     """One task per shard box (or group of whole chunks) of ``plan``'s region.
@@ -48,7 +50,7 @@ def write_graph(store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bo
     last = [np.searchsorted(starts[d], task_starts[d][1:], side="left") for d in range(3)]
     writer = _BlockWriter(store, info, plan.scale_index, plan.region_start, plan.merge, write_empty)
     token = dask.base.tokenize(store.url, scale.key, data.name, plan.region_start)
-    name = f"to-precomputed-{token}"
+    name = f"{TASK_PREFIX}{token}"
     layer: dict = {}
     for index in np.ndindex(*(len(c) for c in chunks)):
         lo = [int(task_starts[d][index[d]]) for d in range(3)]

@@ -23,9 +23,10 @@ from .errors import WriteError
 from .inputs import volume_array
 from .lazy_source import reads_from
 from .metadata import VolumeInfo
+from .progress import compute as compute_with_progress
 from .scale_plan import DEFAULT_SHARD_BYTES
 from .storage import Store
-from .write_graph import write_graph
+from .write_graph import TASK_PREFIX, write_graph
 from .write_plan import Mode, plan_tree_write, plan_write, read_existing_info
 
 
@@ -50,6 +51,7 @@ def to_precomputed(
     write_empty_chunks: bool = False,
     storage_options: dict[str, Any] | None = None,
     compute: bool = True,
+    progress: bool = False,
 ) -> Any:
     """Write ``obj`` as a Neuroglancer precomputed volume at ``url``.
 
@@ -68,7 +70,9 @@ def to_precomputed(
     to ``slice`` of array indices of that scale).
 
     Returns the number of objects written (``compute=True``) or a
-    ``dask.delayed`` object that writes when computed.
+    ``dask.delayed`` object that writes when computed. ``progress=True`` shows a
+    bar counting the written shards (or chunk groups) with an estimate of the
+    time left; on a dask.distributed Client, ``distributed.progress`` instead.
 
     >>> import numpy as np, xarray as xr, tempfile
     >>> a = xr.DataArray(np.ones((64, 64, 8), "uint8"), dims=("x", "y", "z"), name="image",
@@ -121,7 +125,11 @@ def to_precomputed(
     # convert and cull the whole graph once more while building it
     total = graph[0] if len(graph) == 1 else dask.delayed(_sum)(graph)
     if compute:
-        return total.compute()
+        scales = [info.scales[p.scale_index] for p in plans]
+        unit = "shard" if all(s.sharding is not None for s in scales) else "task"
+        what = "writing " + ", ".join(s.key for s in scales)
+        return compute_with_progress(total, progress, key_prefix=TASK_PREFIX, description=what,
+                                     unit=unit)  # fmt: skip
     return total
 
 

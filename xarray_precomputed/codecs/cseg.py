@@ -1,16 +1,47 @@
-"""``compressed_segmentation`` (docs/format.md §3.6), via the ``compressed_segmentation`` package.
+"""``compressed_segmentation`` (docs/format.md §3.6): a compiled decoder of our own,
+the ``compressed_segmentation`` package to encode.
 
-The package handles one channel at a time and trusts its input, so the channel
-table and every block header are checked here before it runs.
+The package decodes while holding the GIL, so a thread pool would decode on one
+core; :mod:`.cseg_decode` decodes without it (docs/design.md). The channel table
+is checked here, every block header and table index by the compiled decoder.
 """
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from types import ModuleType
 
 import compressed_segmentation as cseg
 import numpy as np
 
 from ..errors import CorruptDataError
 from .base import Codec
+
+_kernel: ModuleType | None = None
+_kernel_lock = threading.Lock()
+
+
+def _decoder() -> ModuleType:
+    """The compiled decoder, imported on first use: importing numba takes ~0.3 s, which
+    opening a volume or reading another encoding should not pay."""
+    global _kernel
+    if _kernel is None:
+        with _kernel_lock:
+            if _kernel is None:
+                from . import cseg_decode
+
+                _kernel = cseg_decode
+    return _kernel
+
+
+_ERRORS = {
+    1: "block headers are truncated",
+    2: "block {b} has an invalid bit width",
+    3: "block {b} points beyond the end of the chunk",
+    4: "block {b} has a value table beyond the end of the chunk",
+    5: "block {b} indexes beyond its value table",
+}
 
 
 class CompressedSegmentationCodec(Codec):
@@ -26,75 +57,53 @@ class CompressedSegmentationCodec(Codec):
         self.block_size = tuple(int(b) for b in self.params["block_size"])
 
     def decode(self, data: bytes, shape: tuple[int, int, int], where: str) -> np.ndarray:
-        words = np.frombuffer(data, dtype="<u4", count=len(data) // 4)
+        out = np.empty((*shape, self.num_channels), dtype=self.dtype, order="F")
+        self.decode_into(data, shape, where, out)
+        return out
+
+    def decode_into(
+        self,
+        data: bytes,
+        shape: tuple[int, int, int],
+        where: str,
+        out: np.ndarray,
+        lo: tuple[int, int, int] = (0, 0, 0),
+        channels: Sequence[int] | None = None,
+    ) -> None:
+        """Decode the voxels ``lo + [0, out.shape[:3])`` of a chunk of clipped ``shape``
+        straight into ``out`` (any positive strides), channel ``channels[k]`` into
+        ``out[..., k]`` (default: all channels in order).
+
+        >>> import numpy as np
+        >>> codec = CompressedSegmentationCodec(np.dtype("uint64"), 1, block_size=(2, 2, 2))
+        >>> a = np.arange(60, dtype=np.uint64).reshape((5, 4, 3, 1))
+        >>> out = np.zeros((2, 3, 3, 1), np.uint64)  # C-ordered
+        >>> codec.decode_into(codec.encode(a), (5, 4, 3), "chunk", out, lo=(3, 1, 0))
+        >>> bool((out == a[3:5, 1:4]).all())
+        True
+        """
         nc = self.num_channels
+        channels = range(nc) if channels is None else channels
+        if out.ndim != 4 or out.shape[3] != len(channels) or out.dtype != self.dtype:
+            raise ValueError(f"{where}: cannot decode into {out.dtype} array {out.shape}")
+        words = np.frombuffer(data, dtype="<u4", count=len(data) // 4)
         if len(data) % 4 or len(words) < nc:
             raise CorruptDataError(f"{where}: compressed_segmentation chunk is truncated")
         offsets = words[:nc].astype(np.int64)
         ends = np.append(offsets[1:], len(words))
         if offsets[0] != nc or np.any(ends < offsets) or np.any(offsets > len(words)):
             raise CorruptDataError(f"{where}: corrupt compressed_segmentation channel offsets")
-        if nc == 1:
-            # A one-channel chunk is already what the package decodes: no copies.
-            self._check_stream(words[1:], shape, where)
-            labels = cseg.decompress(bytes(data), shape, self.dtype, self.block_size, order="F")
-            return labels.reshape((*shape, 1), order="F")
-        out = np.empty((*shape, nc), dtype=self.dtype, order="F")
-        for c in range(nc):
-            stream = words[offsets[c] : ends[c]]
-            self._check_stream(stream, shape, where)
-            blob = np.concatenate([np.ones(1, "<u4"), stream]).tobytes()
-            out[..., c] = cseg.decompress(
-                blob, shape, self.dtype, self.block_size, order="F"
-            ).reshape(shape, order="F")
-        return out
-
-    def _check_stream(self, stream: np.ndarray, shape, where: str) -> None:
-        grid = [-(-s // b) for s, b in zip(shape, self.block_size)]
-        nblocks = grid[0] * grid[1] * grid[2]
-        if len(stream) < 2 * nblocks:
-            raise CorruptDataError(f"{where}: compressed_segmentation block headers are truncated")
-        headers = stream[: 2 * nblocks].reshape(nblocks, 2)
-        table = (headers[:, 0] & 0xFFFFFF).astype(np.int64)
-        bits = (headers[:, 0] >> 24).astype(np.int64)
-        values = headers[:, 1].astype(np.int64)
-        if np.any((bits & (bits - 1)) != 0) or np.any(bits > 32):  # 0 or a power of 2
-            raise CorruptDataError(f"{where}: compressed_segmentation block has invalid bit width")
-        block_voxels = self.block_size[0] * self.block_size[1] * self.block_size[2]
-        value_words = -(-bits * block_voxels // 32)
-        width = 2 if self.dtype.itemsize == 8 else 1
-        n = len(stream)
-        if np.any(values + value_words > n) or np.any(table + width > n):
-            raise CorruptDataError(
-                f"{where}: compressed_segmentation block points beyond the end of the chunk"
+        if not words.flags.aligned:  # a slice of a shard at an odd byte offset
+            words = words.copy()
+        words.flags.writeable = False  # one compiled variant for bytes and bytearray input
+        kernel = _decoder()
+        for k, c in enumerate(channels):
+            code, block = kernel.decode_box(
+                words, int(offsets[c]), int(ends[c]), shape, self.block_size, lo, out[..., k]
             )
-        # The decoder looks every index up in the block's table without a bounds check,
-        # so an index past the end of the stream would read foreign memory. Tables that
-        # could hold all 2**bits entries are safe; check the (few) others index by index.
-        suspect = np.flatnonzero(table + (np.left_shift(1, bits) * width) > n)
-        if len(suspect):
-            self._check_indexes(stream, shape, grid, suspect, table, bits, values, width, where)
-
-    def _check_indexes(self, stream, shape, grid, blocks, table, bits, values, width, where):
-        bs = self.block_size
-        px, py, pz = np.unravel_index(np.arange(bs[0] * bs[1] * bs[2]), bs, order="F")
-        for b in blocks:
-            nbits = int(bits[b])
-            if nbits == 0:
-                continue  # index 0 only, checked above
-            cell = (b % grid[0], b // grid[0] % grid[1], b // (grid[0] * grid[1]))
-            valid = (
-                (px < shape[0] - cell[0] * bs[0])
-                & (py < shape[1] - cell[1] * bs[1])
-                & (pz < shape[2] - cell[2] * bs[2])
-            )
-            pos = np.flatnonzero(valid) * nbits
-            words = stream[int(values[b]) + (pos >> 5)].astype(np.uint64)
-            idx = (words >> (pos & 31).astype(np.uint64)) & np.uint64((1 << nbits) - 1)
-            if int(table[b]) + (int(idx.max()) + 1) * width > len(stream):
-                raise CorruptDataError(
-                    f"{where}: compressed_segmentation block {b} indexes beyond its value table"
-                )
+            if code:
+                what = _ERRORS[code].format(b=block)
+                raise CorruptDataError(f"{where}: compressed_segmentation channel {c}: {what}")
 
     def encode(self, array: np.ndarray) -> bytes:
         nc = array.shape[3]

@@ -1,0 +1,1 @@
+"""Tests of xarray_precomputed (a package, so test modules import their helpers relatively)."""
