@@ -53,3 +53,27 @@ def http_server():
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def process_cluster():
+    """One ``distributed.LocalCluster`` of two single-threaded worker *processes* for the
+    whole session: tests that need work done outside this process share it."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        worker_dashboard_address=None,
+        silence_logs=40,
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def process_client(process_cluster):
+    """A client of ``process_cluster``, the default Dask scheduler for one test only."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.Client(process_cluster) as client:
+        yield client

@@ -219,8 +219,17 @@ def test_reads_tensorstore_volumes(tmp_path, dtype, nc, size, chunk, block):
     ds = xr.open_dataset(tmp_path, engine="precomputed", chunks=None)
     var = next(iter(ds.data_vars))
     np.testing.assert_array_equal(ds[var].values, expected)
-    part = ds[var].isel(x=slice(3, 26), y=slice(1, 17), z=slice(2, 9)).values
-    np.testing.assert_array_equal(part, expected[3:26, 1:17, 2:9])
+    # Windows of chunks decoded straight into the output, and (steps, index lists)
+    # through a decoded chunk.
+    cases = [
+        (dict(x=slice(3, 26), y=slice(1, 17), z=slice(2, 9)), np.s_[3:26, 1:17, 2:9]),
+        (dict(x=slice(1, 22, 3), z=[8, 0, 5]), np.s_[1:22:3, :, [8, 0, 5]]),
+        (dict(y=5, channel=slice(nc - 1, nc)), np.s_[:, 5, :, nc - 1 : nc]),
+        (dict(channel=[nc - 1, 0]), np.s_[:, :, :, [nc - 1, 0]]),
+    ]
+    for sel, index in cases:
+        part = ds[var].isel(sel).values
+        np.testing.assert_array_equal(part, expected[index])
 
 
 # -- windows and destinations ---------------------------------------------------------

@@ -3,8 +3,6 @@ pickle, and workers open storage themselves."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import xarray as xr
@@ -13,6 +11,7 @@ from xarray_precomputed.errors import ChunkNotFoundError
 from xarray_precomputed.testing import write_tensorstore_volume
 
 from .helpers import sharding_dict
+from .process_probe import storage_calls
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("tensorstore")
@@ -23,21 +22,6 @@ SHARDINGS = {
     "identity": sharding_dict(3, 1, 4),
     "murmur": sharding_dict(2, 2, 2, hash="murmurhash3_x86_128", mi_enc="raw"),
 }
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            worker_dashboard_address=None,
-        ) as cluster,
-        distributed.Client(cluster) as c,
-    ):
-        yield c
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +40,8 @@ def volumes(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", list(SHARDINGS))
-def test_compute_on_process_cluster(client, volumes, name):
+def test_compute_on_process_cluster(process_client, volumes, name):
+    client = process_client
     path, data = volumes[name]
     ds = xr.open_dataset(path, engine="precomputed", chunks={})
     if ds.image.data.npartitions == 1:  # small unsharded/murmur volume: one ~64 MiB group
@@ -64,20 +49,23 @@ def test_compute_on_process_cluster(client, volumes, name):
             path, engine="precomputed", chunks=dict(zip("xyz", (16, 16, 8)))
         )  # whole chunks
     assert ds.image.data.npartitions > 1
-    total = client.compute(ds.image.astype(np.uint64).sum()).result()
-    assert int(total) == int(data.astype(np.uint64).sum())
-    values = client.compute(ds.image.data).result()
-    np.testing.assert_array_equal(values, data)
-    # A lazy selection is shipped to the workers too.
-    sel = ds.image.isel(x=slice(3, 30, 4), y=[5, 1, 20], channel=1)
-    expected = data[3:30:4][:, [5, 1, 20]][..., 1]
-    np.testing.assert_array_equal(client.compute(sel.data).result(), expected)
+    with storage_calls(client) as calls:
+        total = client.compute(ds.image.astype(np.uint64).sum()).result()
+        assert int(total) == int(data.astype(np.uint64).sum())
+        values = client.compute(ds.image.data).result()
+        np.testing.assert_array_equal(values, data)
+        # A lazy selection is shipped to the workers too.
+        sel = ds.image.isel(x=slice(3, 30, 4), y=[5, 1, 20], channel=1)
+        expected = data[3:30:4][:, [5, 1, 20]][..., 1]
+        np.testing.assert_array_equal(client.compute(sel.data).result(), expected)
     # The reads happened in the worker processes, not here.
-    pids = set(client.run(os.getpid).values())
-    assert os.getpid() not in pids and len(pids) == 2
+    assert calls.here == {}, calls.here
+    assert sum(calls.in_workers().values()) > 0, calls.workers
+    assert len(calls.workers) == 2
 
 
-def test_errors_cross_process_boundaries(client, volumes):
+def test_errors_cross_process_boundaries(process_client, volumes):
+    client = process_client
     path, _ = volumes["identity"]
     ds = xr.open_dataset(path, engine="precomputed", chunks={}, fill_missing=False)
     with pytest.raises(ChunkNotFoundError, match="shard"):

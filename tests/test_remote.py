@@ -38,6 +38,7 @@ import xarray as xr
 from xarray_precomputed.errors import InfoNotFoundError, PrecomputedError, StorageError
 
 from . import peers
+from .process_probe import storage_calls
 
 BACKENDS = ("s3", "gcs", "http")
 # Requests for one whole object, found or missing (see module docstring).
@@ -304,21 +305,27 @@ def test_small_cutout_in_shard_is_three_ranged_gets(remote: Remote, local, volum
         assert len(reqs) == RANGED, reqs
 
 
-def test_whole_murmur_volume_is_three_ranged_gets_per_shard(remote: Remote, local):
-    """A lazy whole read of non-box shards: per shard file one read of the needed index
-    entries, one (coalesced) read of the minishard indices, one (coalesced) read of the
-    chunk data; a shard file that does not exist costs its one (404) index read."""
-    case, _, want = local["murmur"]
+def _murmur_whole_read_budget(case: peers.Case, want) -> int:
+    """Requests for a whole read of the murmur volume: per shard file its index entries,
+    its minishard indexes and its chunk data; one (404) index read per missing shard."""
     grid = case.grid_shape
     shards = {
         peers.shard_number(case.sharding, peers.compressed_morton_code(cell, grid))
         for cell in itertools.product(*(range(g) for g in grid))
     }
     n_files = len(peers.expected_files(case, want))
+    return 3 * n_files + (len(shards) - n_files)
+
+
+def test_whole_murmur_volume_is_three_ranged_gets_per_shard(remote: Remote, local):
+    """A lazy whole read of non-box shards: per shard file one read of the needed index
+    entries, one (coalesced) read of the minishard indices, one (coalesced) read of the
+    chunk data; a shard file that does not exist costs its one (404) index read."""
+    case, _, want = local["murmur"]
     var = remote.open("murmur")
     values, reqs = remote.measure(lambda: var.values)
     np.testing.assert_array_equal(values, want, strict=True)
-    assert len(reqs) == 3 * n_files + (len(shards) - n_files), reqs
+    assert len(reqs) == _murmur_whole_read_budget(case, want), reqs
     assert all(r[2] is not None for r in reqs), reqs
 
 
@@ -458,31 +465,28 @@ def test_missing_volume_raises_info_not_found(remote: Remote):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_distributed_read_from_s3(s3_server, local):
-    distributed = pytest.importorskip("distributed")
+def test_distributed_read_from_s3(s3_server, local, process_client):
     results = {}
     urls = {v: s3_server.upload_dir(local[v][1], v) for v in ("box", "murmur")}
-    with (
-        distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=40,
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        for volume, url in urls.items():
-            case = VOLUMES[volume]
-            ds = xr.open_dataset(
-                url, engine="precomputed", chunks={}, storage_options=s3_server.storage_options
-            )
-            var = ds[case.layer_type]
-            s3_server.reset_counts()
+    for volume, url in urls.items():
+        case = VOLUMES[volume]
+        ds = xr.open_dataset(
+            url, engine="precomputed", chunks={}, storage_options=s3_server.storage_options
+        )
+        var = ds[case.layer_type]
+        s3_server.reset_counts()
+        with storage_calls(process_client) as calls:
             results[volume] = var.compute().values
-            # the reads happened (in the worker processes)
-            assert s3_server.count() >= int(np.prod(var.data.numblocks))
-        workers = client.scheduler_info()["workers"]
-        assert len(workers) == 2
+        # the reads happened in the worker processes, not here ...
+        assert calls.here == {}, calls.here
+        assert sum(calls.in_workers().values()) > 0, calls.workers
+        # ... within the request budget: one whole-shard GET per box-shaped block (a
+        # missing shard is one 404), and no more than a whole lazy read per murmur block
+        n_blocks = int(np.prod(var.data.numblocks))
+        if volume == "box":
+            budget = n_blocks * WHOLE["s3"]
+        else:
+            budget = n_blocks * _murmur_whole_read_budget(case, local[volume][2])
+        assert 0 < s3_server.count() <= budget, (volume, s3_server.requests())
     for volume, got in results.items():
         np.testing.assert_array_equal(got, local[volume][2], strict=True)

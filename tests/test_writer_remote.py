@@ -14,6 +14,8 @@ import xarray_precomputed as xp
 
 from . import peers
 from .helpers import grid_shape, make_array, rand, sharding_dict
+from .process_probe import storage_calls
+from .writer_helpers import shards_touched
 
 
 def n_shards(size, chunk, spec) -> int:
@@ -22,30 +24,29 @@ def n_shards(size, chunk, spec) -> int:
     return int(np.prod([-(-g // b) for g, b in zip(grid, box)]))
 
 
-def test_distributed_multiprocess_write_to_local_disk(tmp_path):
-    distributed = pytest.importorskip("distributed")
+def test_distributed_multiprocess_write_to_local_disk(tmp_path, process_client):
     size, chunk = (96, 80, 24), (16, 16, 8)
     spec = sharding_dict(3, 0, 6)  # 2x2x2-chunk boxes
     data = rand((*size, 2), "uint16", seed=1)
     arr = make_array(da.from_array(data, chunks=(40, 24, 10, 2)), offset=(-16, 8, 3))
     url = str(tmp_path / "v")
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cluster:
-        with distributed.Client(cluster) as client:
-            with distributed.get_task_stream(client) as stream:
-                n = xp.to_precomputed(arr, url, chunk_size=chunk, sharding=spec)
-            workers = {t["worker"] for t in stream.data if "to-precomputed" in str(t["key"])}
-            pids = client.run(os.getpid)  # worker address -> process id
-            # the first region write too, through the accessor, with the cluster active
-            patch = rand((30, 20, 9, 2), "uint16", seed=2)
-            make_array(
-                da.from_array(patch, chunks=(7, 9, 4, 2)), offset=(-10, 20, 5)
-            ).precomputed.to_precomputed(url, mode="r+", region="auto")
+    with storage_calls(process_client) as calls:
+        n = xp.to_precomputed(arr, url, chunk_size=chunk, sharding=spec)
     shards = n_shards(size, chunk, spec)
     assert n == shards == 3 * 3 * 2
-    # the write tasks ran in the worker processes, not here
-    assert workers and workers <= set(pids) and os.getpid() not in pids.values()
+    # the writes happened in the worker processes, not here: each shard once, and the info
+    assert "put" not in calls.here, calls.here
+    assert calls.in_workers()["put"] == shards + 1, calls.workers
+    # a region write too, through the accessor, with the cluster active
+    patch = rand((30, 20, 9, 2), "uint16", seed=2)
+    with storage_calls(process_client) as calls:
+        make_array(
+            da.from_array(patch, chunks=(7, 9, 4, 2)), offset=(-10, 20, 5)
+        ).precomputed.to_precomputed(url, mode="r+", region="auto")
+    touched = shards_touched(size, chunk, spec, lo=(6, 12, 2), hi=(36, 32, 11))
+    assert len(touched) == 2
+    assert "put" not in calls.here, calls.here
+    assert calls.in_workers()["put"] == len(touched) + 1, calls.workers  # and the info
     assert len(os.listdir(os.path.join(url, "4_4_40"))) == shards
     data[6:36, 12:32, 2:11] = patch
     np.testing.assert_array_equal(peers.tensorstore_read(url), data)

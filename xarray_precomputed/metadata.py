@@ -18,6 +18,7 @@ import numpy as np
 from .chunk_grid import compressed_morton_bits
 from .codecs import DATA_TYPES, ENCODINGS, OPTION_ENCODING, codec_class
 from .errors import InfoError, ScaleNotFoundError, UnsupportedEncodingError
+from .scale_keys import key_problem
 
 MULTISCALE_TYPE = "neuroglancer_multiscale_volume"
 SHARDING_TYPE = "neuroglancer_uint64_sharded_v1"
@@ -155,6 +156,10 @@ class Scale:
         key = obj.get("key")
         if not isinstance(key, str) or not key:
             raise InfoError(f"{where}: 'key' must be a non-empty string, got {key!r}")
+        problem = key_problem(key, strict=False)
+        if problem is not None:
+            # a volume from elsewhere must not make us read (or later write) outside it
+            raise InfoError(f"{where}: the scale key {key!r} {problem}; refusing to use it")
         where = f"{where} (key {key!r})"
         for name in ("size", "resolution", "chunk_sizes", "encoding"):
             if name not in obj:

@@ -3,9 +3,10 @@
 :class:`ScaleReader` is what Dask ships to workers: a :class:`Store` (URL and
 storage options) and the parsed metadata, nothing else. A read groups the chunks
 it needs by shard, fetches each shard index once, coalesces byte ranges, and
-copies each decoded (x-fastest) chunk into a C-ordered output with a tiled
-transposing copy (``layout.copy_into``), so Dask blocks concatenate with straight
-copies and users get NumPy's default order.
+writes each chunk into a C-ordered output, so Dask blocks concatenate with
+straight copies and users get NumPy's default order: compressed_segmentation is
+decoded straight into the output, other encodings are decoded (x-fastest) and
+copied with a tiled transposing copy (``layout.copy_into``).
 """
 
 from __future__ import annotations
@@ -195,11 +196,8 @@ class ScaleReader:
 
         def run(item):
             fn, unit = item
-            for task, chunk in fn(unit):
-                if chunk is None:
-                    self._zero(task, out)
-                else:
-                    self._place(task, chunk, out, channel_sel)
+            for task in fn(unit, out, channel_sel):  # the tasks whose chunk is missing
+                self._zero(task, out)
 
         if len(work) == 1:
             run(work[0])
@@ -220,6 +218,21 @@ class ScaleReader:
 
     # -- placing decoded chunks ------------------------------------------------
 
+    def _put(self, task: _ChunkTask, data, where: str, out: np.ndarray, csel) -> None:
+        """Decode one chunk into its place in ``out``. For step-1 slices the codec writes
+        the window itself (compressed_segmentation: straight into ``out``, no chunk
+        buffer); other selections go through a decoded chunk."""
+        shape = chunk_shape(self.scale, task.cell)
+        sels = (*task.local, *task.out)
+        if isinstance(csel, slice) and all(
+            isinstance(s, slice) and s.step in (None, 1) for s in sels
+        ):
+            ox, oy, oz = task.out
+            lo = (task.local[0].start, task.local[1].start, task.local[2].start)
+            self.codec.decode_into(data, shape, where, out[ox, oy, oz, :], lo=lo, channels=csel)
+        else:
+            self._place(task, self.codec.decode(data, shape, where), out, csel)
+
     def _place(self, task: _ChunkTask, chunk: np.ndarray, out: np.ndarray, csel) -> None:
         lx, ly, lz = task.local
         ox, oy, oz = task.out
@@ -238,20 +251,19 @@ class ScaleReader:
         else:
             out[np.ix_(*(_as_index(s) for s in (ox, oy, oz)), np.arange(out.shape[3]))] = 0
 
-    def _decode(self, data: bytes, cell, key: str, content_encoded: bool) -> np.ndarray:
+    def _content_decoded(self, data: bytes, cell, where: str) -> bytes:
         shape = chunk_shape(self.scale, cell)
-        where = self._where(key)
         expected = self.codec.nbytes(shape)
         # cloud-files may store unsharded objects gzip-compressed (Content-Encoding
         # that no client undid); raw chunks are told apart by their exact length.
-        if content_encoded and data[:2] == GZIP_MAGIC:
+        if data[:2] == GZIP_MAGIC:
             if self.scale.encoding != "raw" or len(data) != expected:
                 data = gzip_decompress(data, self.codec.expand_bound(shape), where)
-        return self.codec.decode(data, shape, where)
+        return data
 
     # -- unsharded -------------------------------------------------------------
 
-    def _read_unsharded(self, tasks: list[_ChunkTask]):
+    def _read_unsharded(self, tasks: list[_ChunkTask], out: np.ndarray, csel):
         keys = [chunk_key(self.scale, t.cell) for t in tasks]
         full = [f"{self.scale.key}/{k}" for k in keys]
         bound = self.codec.expand_bound(self.scale.chunk_size)
@@ -262,9 +274,10 @@ class ScaleReader:
         for task, key, data in zip(tasks, keys, blobs):
             if data is None:
                 self._missing(key)
-                yield task, None
+                yield task
                 continue
-            yield task, self._decode(data, task.cell, key, content_encoded=True)
+            where = self._where(key)
+            self._put(task, self._content_decoded(data, task.cell, where), where, out, csel)
 
     def _missing(self, key: str) -> None:
         if not self.fill_missing:
@@ -274,7 +287,7 @@ class ScaleReader:
 
     # -- sharded ---------------------------------------------------------------
 
-    def _read_shard(self, unit: tuple[int, list[_ChunkTask], np.ndarray]):
+    def _read_shard(self, unit: tuple[int, list[_ChunkTask], np.ndarray], out: np.ndarray, csel):
         shard, tasks, ids = unit
         spec = self.scale.sharding
         key = shard_key(shard, spec)
@@ -297,8 +310,8 @@ class ScaleReader:
             ranges = [(int(index[m, 0]), int(index[m, 1])) for m in needed]
             blobs = self._fetch(path, whole, ranges, where, "minishard index")
             decoded = {
-                m: decode_minishard_index(b, spec, f"{where} minishard {m}")
-                for m, b in zip(needed, blobs)
+                m: decode_minishard_index(b, spec, f"{where} minishard {m}", r, len(whole))
+                for m, b, r in zip(needed, blobs, ranges)
             }
         else:
             cache = self.index_cache
@@ -320,13 +333,13 @@ class ScaleReader:
             if int(m) not in decoded:
                 for i in sel:
                     self._missing(f"{key} chunk {int(ids[i])}")
-                    yield tasks[i], None
+                    yield tasks[i]
                 continue
             ok, starts, ends = lookup(ids[sel], decoded[int(m)])
             for i, f, s, e in zip(sel, ok, starts, ends):
                 if not f:
                     self._missing(f"{key} chunk {int(ids[i])}")
-                    yield tasks[i], None
+                    yield tasks[i]
                     continue
                 found_tasks.append(tasks[i])
                 found_ids.append(int(ids[i]))
@@ -336,8 +349,7 @@ class ScaleReader:
             blobs = self._fetch(path, whole, data_ranges, where, "chunk data")
             for task, cid, blob in zip(found_tasks, found_ids, blobs):
                 cwhere = f"{where} chunk {cid} (cell {task.cell})"
-                data = decode_chunk_data(blob, spec, bound, cwhere)
-                yield task, self.codec.decode(data, chunk_shape(self.scale, task.cell), cwhere)
+                self._put(task, decode_chunk_data(blob, spec, bound, cwhere), cwhere, out, csel)
         except CorruptDataError:
             if whole is None:  # offsets may come from the cache of a since-rewritten shard
                 self.index_cache.discard(path)
@@ -348,7 +360,7 @@ class ScaleReader:
             raise ChunkNotFoundError(
                 f"{self._where(key)}: shard is missing; pass fill_missing=True to read it as 0"
             )
-        return [(t, None) for t in tasks]
+        return tasks
 
     def _covers_whole_shard(self, tasks: list[_ChunkTask]) -> bool:
         if self._box is None:

@@ -136,7 +136,13 @@ class RemoteCaller:
         self.reached = False  # after one answer, connection errors count as transient
 
     def call(self, fs: Any, name: str, *args: Any, timeout: float, **kwargs: Any) -> Any:
-        if getattr(fs, "async_impl", False) and getattr(fs, "loop", None) is not None:
+        # a wrapper (fsspec's DirFileSystem) is async only if what it wraps is
+        inner = getattr(fs, "fs", fs)
+        if (
+            getattr(fs, "async_impl", False)
+            and getattr(inner, "async_impl", False)
+            and getattr(fs, "loop", None) is not None
+        ):
             return fsspec.asyn.sync(
                 fs.loop, getattr(fs, "_" + name), *args, timeout=max(timeout, 0.01), **kwargs
             )

@@ -22,14 +22,21 @@ from .conventions import INFO_EXTRA_ATTRS, RESERVED_ATTRS, VARIABLE_NAMES, resol
 from .errors import InfoError, UnsupportedEncodingError, WriteError
 from .inputs import check_dtype, geometry
 from .metadata import Scale, ShardingSpec, VolumeInfo
+from .scale_keys import key_problem
 
 DEFAULT_SHARD_BYTES = 256 * 2**20
 
 
-def make_scale(array: xr.DataArray, options: Mapping[str, Any], key: str | None) -> Scale:
+def make_scale(
+    array: xr.DataArray,
+    options: Mapping[str, Any],
+    key: str | None,
+    key_source: str = "the scale_key argument",
+) -> Scale:
     """The new scale for ``array`` (x, y, z, channel) from the writer's ``options``.
 
     Options left ``None`` come from the attrs the reader sets, then from defaults.
+    ``key_source`` names where ``key`` came from, for the error of an unsafe key.
     """
     attrs = array.attrs
     resolution, offset = geometry(array, options["resolution"], options["voxel_offset"])
@@ -63,6 +70,9 @@ def make_scale(array: xr.DataArray, options: Mapping[str, Any], key: str | None)
     png_level = pick("png_level") if encoding == "png" else None
     if key is None and list(attrs.get("resolution", [])) == list(resolution):
         key = attrs.get("scale_key")  # the key of the scale it was read from
+        key_source = "the 'scale_key' attr"
+    if key is not None:
+        check_write_key(key, key_source)
     scale = Scale(
         key=key or resolution_key(resolution),
         size=size,  # type: ignore[arg-type]
@@ -82,6 +92,16 @@ def make_scale(array: xr.DataArray, options: Mapping[str, Any], key: str | None)
             sharding = attrs.get("sharding", None if "url" in attrs else "auto")
     spec = _choose_sharding(scale, sharding, array.dtype.itemsize * array.shape[3], options)
     return replace(scale, sharding=spec)
+
+
+def check_write_key(key: Any, source: str) -> None:
+    """Refuse a scale key that could leave the volume root (see :mod:`.scale_keys`)."""
+    problem = key_problem(key)
+    if problem is not None:
+        raise WriteError(
+            f"scale key {key!r} from {source} {problem}: a key must be a relative path "
+            "of plain names inside the volume"
+        )
 
 
 def _choose_sharding(

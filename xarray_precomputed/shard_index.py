@@ -11,6 +11,7 @@ after rewriting one.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -195,13 +196,25 @@ def minishard_indexes(
         else:
             out[m] = hit
     ranges = [entries[m] for m in todo]
+    size = _local_size(store, path) if todo else None
     for blob, m in zip(
         fetch_ranges(store, path, ranges, coalescing, where, "minishard index"), todo
     ):
-        decoded = decode_minishard_index(blob, spec, f"{where} minishard {m}")
+        decoded = decode_minishard_index(blob, spec, f"{where} minishard {m}", entries[m], size)
         out[m] = decoded
         cache.put(("mini", path, m), decoded, sum(a.nbytes for a in decoded) + _ENTRY_BYTES)
     return out
+
+
+def _local_size(store: Store, path: str) -> int | None:
+    """A local shard's size (one stat), to check every index entry against; remote
+    shards are not asked (a request): their chunks are checked when fetched."""
+    if not store.is_local:
+        return None
+    try:
+        return os.path.getsize(store.path(path))
+    except OSError:
+        return None
 
 
 def fetch_ranges(

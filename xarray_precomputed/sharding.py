@@ -76,15 +76,26 @@ def parse_shard_index(data: bytes, spec: ShardingSpec, where: str) -> np.ndarray
     if np.any(index[:, 1] < index[:, 0]):
         bad = int(np.argmax(index[:, 1] < index[:, 0]))
         raise CorruptDataError(f"{where}: minishard {bad} index has end before start")
+    if np.any(index[:, 1] >= _U64(1 << 63)):
+        bad = int(np.argmax(index[:, 1] >= _U64(1 << 63)))
+        raise CorruptDataError(f"{where}: minishard {bad} index lies beyond any shard's end")
     return index + _U64(16 * n)
 
 
 def decode_minishard_index(
-    data: bytes, spec: ShardingSpec, where: str
+    data: bytes,
+    spec: ShardingSpec,
+    where: str,
+    index_range: tuple[int, int] | None = None,
+    shard_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode a minishard index into sorted (chunk ids, start offsets, end offsets).
 
-    Offsets are absolute within the shard file.
+    Offsets are absolute within the shard file. Every entry is checked before use
+    (docs/format.md §4.4): its chunk lies after the shard index, its offsets do not
+    wrap around, it does not overlap the minishard index itself (``index_range``,
+    where the index was read from) and it ends within the shard (``shard_size``,
+    when known); no chunk id appears twice. A violation is a CorruptDataError.
     """
     if spec.minishard_index_encoding == "gzip":
         data = gzip_decompress(data, None, f"{where} minishard index")
@@ -93,16 +104,49 @@ def decode_minishard_index(
             f"{where}: minishard index is {len(data)} bytes, not a multiple of 24"
         )
     a = np.frombuffer(data, dtype="<u8").reshape(3, -1).astype(_U64)
+    isize = shard_index_size(spec)
     with np.errstate(over="ignore"):
+        # chunk ids may wrap (unsorted ids are delta encoded modulo 2**64); offsets may not
         ids = np.cumsum(a[0], dtype=_U64)
         sizes = a[2]
-        ends_before = np.concatenate([[_U64(0)], np.cumsum(sizes, dtype=_U64)[:-1]])
-        starts = _U64(shard_index_size(spec)) + np.cumsum(a[1], dtype=_U64) + ends_before
+        gaps = np.cumsum(a[1], dtype=_U64)
+        used = np.cumsum(sizes, dtype=_U64)
+        ends_before = np.concatenate([[_U64(0)], used[:-1]])
+        starts = _U64(isize) + gaps + ends_before
         ends = starts + sizes
+    if len(ids):
+        _check_entries(gaps, used, starts, ends, isize, index_range, shard_size, ids, where)
     if len(ids) > 1 and np.any(ids[1:] < ids[:-1]):
         order = np.argsort(ids, kind="stable")
         ids, starts, ends = ids[order], starts[order], ends[order]
+    if len(ids) > 1 and np.any(ids[1:] == ids[:-1]):
+        dup = int(ids[1:][ids[1:] == ids[:-1]][0])
+        raise CorruptDataError(f"{where}: minishard index lists chunk {dup} twice")
     return ids, starts, ends
+
+
+def _check_entries(gaps, used, starts, ends, isize, index_range, shard_size, ids, where) -> None:
+    limit = _U64(1 << 63)  # no shard is 8 EiB: larger offsets are corrupt
+    bad = (
+        (gaps[-1] >= limit)
+        | (used[-1] >= limit)
+        | np.any(gaps[1:] < gaps[:-1])
+        | np.any(used[1:] < used[:-1])
+    )
+    if bad:
+        raise CorruptDataError(f"{where}: minishard index offsets or sizes overflow")
+    wrong = (starts < _U64(isize)) | (ends < starts) | (ends >= limit)
+    if shard_size is not None:
+        wrong |= ends > _U64(shard_size)
+    if index_range is not None:
+        lo, hi = (_U64(v) for v in index_range)
+        wrong |= (starts < hi) & (ends > lo) & (ends > starts)
+    if np.any(wrong):
+        i = int(np.argmax(wrong))
+        raise CorruptDataError(
+            f"{where}: minishard index gives chunk {int(ids[i])} the byte range "
+            f"[{int(starts[i])}, {int(ends[i])}), outside the shard's data region"
+        )
 
 
 def lookup(
@@ -224,10 +268,11 @@ def stored_chunks(shard: bytes, spec: ShardingSpec, where: str) -> Iterable[tupl
             continue
         if end > len(shard):
             raise CorruptDataError(f"{where}: minishard {m} index lies beyond the end of the shard")
-        ids, starts, ends = decode_minishard_index(shard[int(start) : int(end)], spec, where)
+        ids, starts, ends = decode_minishard_index(
+            shard[int(start) : int(end)], spec, f"{where} minishard {m}",
+            index_range=(int(start), int(end)), shard_size=len(shard),
+        )  # fmt: skip
         for i, s, e in zip(ids, starts, ends):
-            if e > len(shard) or s > e:
-                raise CorruptDataError(f"{where}: chunk {int(i)} lies beyond the end of the shard")
             yield int(i), view[int(s) : int(e)]
 
 

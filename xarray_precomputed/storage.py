@@ -320,7 +320,9 @@ class Store:
         except OSError as e:
             raise StorageError(f"cannot read {path}: {e}") from e
         try:
-            return os.pread(fd, end - start, start)
+            # a corrupt index may ask for exabytes: never allocate past the file's end
+            end = min(end, os.fstat(fd).st_size)
+            return os.pread(fd, max(0, end - start), start)
         finally:
             os.close(fd)
 
@@ -362,7 +364,7 @@ class Store:
             # One request: object stores publish it whole or not at all. A bytearray
             # is passed as is, so a shard is not copied once more before upload.
             payload = data if isinstance(data, (bytes, bytearray)) else bytes(data)
-            self.fs.pipe_file(path, payload)
+            pipe_creating_parents(self.fs, path, payload)
         except Exception as e:
             raise StorageError(f"cannot write {self.url_of(key)}: {e}") from e
         self.fs.invalidate_cache(path)
@@ -382,3 +384,22 @@ class Store:
             pass
         except Exception as e:
             raise StorageError(f"cannot delete {self.url_of(key)}: {e}") from e
+
+
+def pipe_creating_parents(
+    fs: fsspec.AbstractFileSystem, path: str, data: bytes | bytearray
+) -> None:
+    """``fs.pipe_file``, creating the parent directories first where the filesystem has them.
+
+    Object stores have no directories and accept the put as is; a filesystem with real
+    directories (a local directory behind another protocol, SFTP, ...) refuses a missing
+    parent with ``FileNotFoundError``: then make the parents and put once more.
+    """
+    try:
+        fs.pipe_file(path, data)
+    except FileNotFoundError:
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        if not parent:
+            raise
+        fs.makedirs(parent, exist_ok=True)
+        fs.pipe_file(path, data)

@@ -24,14 +24,17 @@ from .write_tasks import write_block
 TASK_PREFIX = "to-precomputed-"  # key prefix of the write tasks (progress bars count them)
 
 
-def write_graph(store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bool) -> Delayed:
+def write_graph(
+    store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bool, after: Delayed | None = None
+) -> Delayed:
     """One task per shard box (or group of whole chunks) of ``plan``'s region.
 
     The tasks form one graph layer over the input's graph; each depends on exactly
     the input blocks overlapping its box. Building it costs time linear in the
     number of tasks (no per-task ``dask.delayed`` call, which would merge, cull and
     tokenize the input graph once per shard). The returned object computes the
-    number of objects stored or deleted.
+    number of objects stored or deleted. Every task depends on ``after`` (the
+    ``info`` write), so nothing is stored before it.
     """
     scale = info.scales[plan.scale_index]
     data = plan.array.data
@@ -51,7 +54,8 @@ def write_graph(store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bo
     last = [np.searchsorted(starts[d], task_starts[d][1:], side="left") for d in range(3)]
     sources = _BlockSources(data, chunks, first, last)
     writer = _BlockWriter(store, info, plan.scale_index, plan.region_start, plan.merge, write_empty)
-    token = dask.base.tokenize(store.url, scale.key, data.name, plan.region_start)
+    after_key = None if after is None else after.key
+    token = dask.base.tokenize(store.url, scale.key, data.name, plan.region_start, after_key)
     name = f"{TASK_PREFIX}{token}"
     layer: dict = {}
     for index in np.ndindex(*(len(c) for c in chunks)):
@@ -65,10 +69,11 @@ def write_graph(store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bo
             for bj in range(first[1][index[1]], last[1][index[1]])
             for bk in range(first[2][index[2]], last[2][index[2]])
         ]  # fmt: skip
-        layer[(name, *index)] = (writer.write_pieces, lo, shape, pieces)
+        layer[(name, *index)] = (writer.write_pieces, lo, shape, pieces, after_key)
     total = f"objects-written-{token}"
     layer[total] = (_count, list(layer))
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[data])
+    deps = [data] if after is None else [data, after]
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
     return Delayed(total, graph, layer=name)
 
 
@@ -141,10 +146,11 @@ class _BlockWriter:
         self.merge = merge
         self.write_empty = write_empty
 
-    def write_pieces(self, lo, shape, pieces) -> int:
+    def write_pieces(self, lo, shape, pieces, after=None) -> int:
         """Write the box at ``lo`` (region coordinates) from the input blocks overlapping it.
 
-        ``pieces`` holds ``[block, offset of the block from lo]`` pairs.
+        ``pieces`` holds ``[block, offset of the block from lo]`` pairs; ``after`` is
+        the result of the task this one waits for (unused).
         """
         origin = tuple(self.region_start[d] + int(lo[d]) for d in range(3))
         pieces = [(block, tuple(offset)) for block, offset in pieces]

@@ -20,7 +20,7 @@ from .conventions import SPATIAL_DIMS
 from .errors import InfoError, VolumeExistsError, WriteError
 from .inputs import check_dtype, geometry
 from .metadata import VolumeInfo
-from .scale_plan import make_scale, new_info, validate_scale
+from .scale_plan import check_write_key, make_scale, new_info, validate_scale
 from .storage import Store
 
 Mode = Literal["w-", "w", "a", "r+"]
@@ -105,9 +105,11 @@ def _plan_region(
     region: Any,
 ) -> tuple[WritePlan, VolumeInfo]:
     _check_compatible(existing, array, store)
+    source = "the scale_key argument"
     if key is None:
-        key = array.attrs.get("scale_key")
+        key, source = array.attrs.get("scale_key"), "the 'scale_key' attr"
     if key is not None:
+        check_write_key(key, source)
         index = existing.scale_index(key, store.url)
     else:
         resolution, _ = geometry(array, options["resolution"], options["voxel_offset"])
@@ -155,12 +157,14 @@ def plan_tree_write(
     key: str | None,
 ) -> tuple[list[WritePlan], VolumeInfo]:
     """Plan writing a DataTree's children, named ``arrays``, as the scales of one volume."""
+    for name, _ in arrays:
+        check_write_key(name, f"the DataTree node {name!r}")
     first_plan, info = plan_write(store, arrays[0][1], mode, options, _child_key(arrays[0]), None)
     plans = [first_plan]
     for child in arrays[1:]:
         array = child[1]
         _check_compatible(info, array, store)
-        scale = make_scale(array, options, _child_key(child))
+        scale = make_scale(array, options, _child_key(child), "a DataTree node name")
         if any(s.key == scale.key for s in info.scales):
             raise WriteError(f"two scales would have the key {scale.key!r}")
         info = info.with_scales([*info.scales, scale])

@@ -1,7 +1,7 @@
 """``to_precomputed``: write xarray/Dask data as a precomputed volume.
 
-The plan is made and checked in the calling process (:mod:`.write_plan`), the
-``info`` is written once, and then one task per shard (or per group of whole
+The plan is made and checked in the calling process (:mod:`.write_plan`); when
+computed, one task writes the ``info``, and after it one task per shard (or per group of whole
 chunks when unsharded, :mod:`.write_graph`) encodes its chunks and stores each
 object with a single put (:mod:`.write_tasks`). No two tasks write the same
 object; a shard only partly covered by the data is read, merged and rewritten
@@ -28,6 +28,8 @@ from .scale_plan import DEFAULT_SHARD_BYTES
 from .storage import Store
 from .write_graph import TASK_PREFIX, write_graph
 from .write_plan import Mode, plan_tree_write, plan_write, read_existing_info
+
+INFO_TASK_PREFIX = "precomputed-info-"  # key prefix of the task writing the info
 
 
 def to_precomputed(
@@ -70,7 +72,8 @@ def to_precomputed(
     to ``slice`` of array indices of that scale).
 
     Returns the number of objects written (``compute=True``) or a
-    ``dask.delayed`` object that writes when computed. ``progress=True`` shows a
+    ``dask.delayed`` object that writes when computed: until then nothing is
+    written or deleted, then the ``info`` first and the data next. ``progress=True`` shows a
     bar counting the written shards (or chunk groups) with an estimate of the
     time left; on a dask.distributed Client, ``distributed.progress`` instead.
 
@@ -119,8 +122,14 @@ def to_precomputed(
             f"the data is read lazily from {store.url}, which mode='w' would delete before "
             "reading it; write to another URL, or use mode='r+' to update it in place"
         )
-    graph = [write_graph(store, info, p, write_empty_chunks) for p in plans]
-    _write_info(store, info, mode, [p.scale_index for p in plans])
+    # The info write (and mode="w"'s removal of the old scales) is a task every
+    # write task depends on: nothing is stored before the graph is computed, and
+    # then the info comes first.
+    token = dask.base.tokenize(store.url, info.to_json(), mode, [p.scale_index for p in plans])
+    prepare = dask.delayed(_write_info, pure=False)(
+        store, info, mode, dask_key_name=f"{INFO_TASK_PREFIX}{token}"
+    )
+    graph = [write_graph(store, info, p, write_empty_chunks, after=prepare) for p in plans]
     # one scale: its graph's own total; wrapping it in another delayed call would
     # convert and cull the whole graph once more while building it
     total = graph[0] if len(graph) == 1 else dask.delayed(_sum)(graph)
@@ -137,13 +146,14 @@ def _sum(parts: Sequence[Any]) -> int:
     return int(sum(int(np.asarray(p).sum()) for p in parts))
 
 
-def _write_info(store: Store, info: VolumeInfo, mode: Mode, written: Sequence[int]) -> None:
+def _write_info(store: Store, info: VolumeInfo, mode: Mode) -> int:
     if mode == "w":
         old = _read_existing_quietly(store)
         if old is not None:
             for s in old.scales:
                 _remove_tree(store, s.key)
     store.put("info", json.dumps(info.to_json(), indent=1).encode())
+    return 0
 
 
 def _read_existing_quietly(store: Store) -> VolumeInfo | None:

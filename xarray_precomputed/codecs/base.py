@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import UnsupportedEncodingError
+from ..layout import copy_into
 
 # Every data type a precomputed volume may have (docs/format.md §1.1).
 DATA_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
@@ -62,6 +63,25 @@ class Codec:
 
     def decode(self, data: bytes, shape: tuple[int, int, int], where: str) -> np.ndarray:
         raise NotImplementedError
+
+    def decode_into(
+        self,
+        data: bytes,
+        shape: tuple[int, int, int],
+        where: str,
+        out: np.ndarray,
+        lo: tuple[int, int, int] = (0, 0, 0),
+        channels: slice | Sequence[int] = slice(None),
+    ) -> None:
+        """Decode the voxels ``lo + [0, out.shape[:3])`` of a chunk of clipped ``shape``
+        into ``out``, channel ``channels[k]`` into ``out[..., k]``.
+
+        This default decodes the whole chunk and copies the window; codecs that can
+        write the window directly (compressed_segmentation) override it.
+        """
+        chunk = self.decode(data, shape, where)
+        window = tuple(slice(a, a + n) for a, n in zip(lo, out.shape[:3]))
+        copy_into(out, chunk[(*window, channels)])
 
     def encode(self, array: np.ndarray) -> bytes:
         raise NotImplementedError

@@ -68,11 +68,11 @@ class CompressedSegmentationCodec(Codec):
         where: str,
         out: np.ndarray,
         lo: tuple[int, int, int] = (0, 0, 0),
-        channels: Sequence[int] | None = None,
+        channels: slice | Sequence[int] = slice(None),
     ) -> None:
         """Decode the voxels ``lo + [0, out.shape[:3])`` of a chunk of clipped ``shape``
         straight into ``out`` (any positive strides), channel ``channels[k]`` into
-        ``out[..., k]`` (default: all channels in order).
+        ``out[..., k]``: no chunk buffer, no copy.
 
         >>> import numpy as np
         >>> codec = CompressedSegmentationCodec(np.dtype("uint64"), 1, block_size=(2, 2, 2))
@@ -83,7 +83,7 @@ class CompressedSegmentationCodec(Codec):
         True
         """
         nc = self.num_channels
-        channels = range(nc) if channels is None else channels
+        channels = range(nc)[channels] if isinstance(channels, slice) else channels
         if out.ndim != 4 or out.shape[3] != len(channels) or out.dtype != self.dtype:
             raise ValueError(f"{where}: cannot decode into {out.dtype} array {out.shape}")
         words = np.frombuffer(data, dtype="<u4", count=len(data) // 4)
