@@ -163,6 +163,15 @@ def test_link_prints_a_neuroglancer_state(volumes, s3_server):
                                 "name": url.rsplit("/", 1)[-1]}]  # fmt: skip
     assert state["layout"] == "xy" and state["dimensions"]["x"] == [8e-9, "m"]
 
+    options = json.dumps(s3_server.storage_options)
+    facts = json.loads(cli("info", url, "--json", "--storage-options", options).stdout)
+    assert facts["scales"][0]["stored_bytes"] is None  # remote: only when asked
+    facts = json.loads(cli("info", url, "--json", "--stored-bytes", "--storage-options",
+                           options).stdout)  # fmt: skip
+    local = sum(f.stat().st_size for f in Path(volumes["seg"]).rglob("*") if f.is_file()
+                and f.name != "info")  # fmt: skip
+    assert facts["scales"][0]["stored_bytes"] == local
+
     local = cli("link", volumes["image"], check=False)
     assert local.returncode == 1 and "LinkError" in local.stderr
     assert f"precomputed serve {volumes['dir']}" in local.stderr
