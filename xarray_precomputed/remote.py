@@ -97,6 +97,42 @@ def filesystem_options(protocol: str, options: dict[str, Any], policy: RetryPoli
     return opts
 
 
+# gcsfs options that an anonymous read over plain HTTPS honours as well.
+_PLAIN_GCS_OPTIONS = frozenset({"token", "endpoint_url", "project", *OWN_OPTIONS})
+
+
+def anonymous_gcs_base(url: str, options: dict[str, Any]) -> str | None:
+    """The HTTP(S) base serving ``gs://`` objects when they are read anonymously, else None.
+
+    Anonymous reads need no Google client: the JSON API's media downloads are plain GETs
+    (with Range) that fsspec's HTTP filesystem makes. That spares importing gcsfs and
+    google-auth, most of a cold open's time. Writes, credentials and requester pays keep
+    gcsfs.
+    """
+    if not url.startswith(("gs://", "gcs://")) or set(options) - _PLAIN_GCS_OPTIONS:
+        return None
+    token = options.get("token")
+    if token is None and not _google_credentials_available():
+        token = "anon"
+    if token != "anon":
+        return None
+    return str(options.get("endpoint_url") or "https://storage.googleapis.com").rstrip("/")
+
+
+def gcs_media_url(base: str, path: str) -> str:
+    """URL of the object ``bucket/name`` for a plain GET.
+
+    >>> gcs_media_url("https://storage.googleapis.com", "b/v/8_8_8/0-64_0-64_0-64")
+    'https://storage.googleapis.com/download/storage/v1/b/b/o/v%2F8_8_8%2F0-64_0-64_0-64?alt=media'
+    """
+    from urllib.parse import quote
+
+    bucket, _, name = path.partition("/")
+    return (
+        f"{base}/download/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}?alt=media"
+    )
+
+
 def open_filesystem(url: str, options: dict[str, Any], policy: RetryPolicy):
     """``(filesystem, root path)`` for ``url``; raises :class:`StorageError` on bad options."""
     quiet_third_party_loggers()
@@ -164,7 +200,7 @@ class RemoteCaller:
             budget = p.timeout if self.reached else min(p.timeout, max(p.connect_timeout, 0.01))
             left = budget - (time.monotonic() - start)
             try:
-                result = fn(self.store.fs, left)
+                result = fn(self.store.read_fs, left)
                 self.reached = True
                 return result
             except StorageError:
@@ -185,6 +221,41 @@ class RemoteCaller:
                     name = what() if callable(what) else what
                     raise self._give_up(name, e, kind, attempt, elapsed) from e
                 time.sleep(pause)
+
+    def run_batch(self, what: list[str], fetch: Callable) -> list[bytes | None]:
+        """Fetch items with retries: each round asks again only for the failed ones.
+
+        ``fetch(fs, indices, seconds_left)`` returns one bytes / exception / ``None`` per
+        index, as fsspec's ``cat_ranges(..., on_error="return")`` does.
+        """
+        out: list[Any] = [None] * len(what)
+        pending = list(range(len(what)))
+        last = [0]
+
+        def attempt(fs, t: float) -> None:
+            failed, error = [], None
+            for i, r in zip(pending, fetch(fs, pending, t)):
+                if r is None or isinstance(r, FileNotFoundError):
+                    out[i] = None
+                elif isinstance(r, BaseException):
+                    if classify(r) == "final":
+                        raise StorageError(f"cannot read {what[i]}: {describe(r)}") from r
+                    failed.append(i)
+                    error = error or r
+                    last[0] = i
+                else:
+                    out[i] = r
+            pending[:] = failed
+            if error is not None:
+                raise error
+
+        try:
+            self.run(lambda: what[last[0]], attempt)
+        except StorageError:
+            raise
+        except Exception as e:
+            raise StorageError(f"cannot read {what[last[0]]}: {describe(e)}") from e
+        return out
 
     def _give_up(self, what: str, e: Exception, kind: str, attempts: int, elapsed: float):
         if not self.reached:

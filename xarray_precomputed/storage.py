@@ -20,8 +20,14 @@ import fsspec
 
 from .compression import gzip_decompress
 from .errors import CorruptDataError, StorageError
-from .remote import OWN_OPTIONS, RemoteCaller, open_filesystem
-from .retry import RetryPolicy, classify, describe
+from .remote import (
+    OWN_OPTIONS,
+    RemoteCaller,
+    anonymous_gcs_base,
+    gcs_media_url,
+    open_filesystem,
+)
+from .retry import RetryPolicy, describe
 
 _PREFIX = "precomputed://"
 _executor: ThreadPoolExecutor | None = None
@@ -101,6 +107,11 @@ class Store:
         self._fs: fsspec.AbstractFileSystem | None = None
         self._root: str | None = None
         self._remote = RemoteCaller(self, self.retry)
+        self._reset_reads()
+
+    def _reset_reads(self) -> None:
+        self._read_fs: fsspec.AbstractFileSystem | None = None
+        self._gcs_base = anonymous_gcs_base(self.url, self.storage_options)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "storage_options": self.storage_options}
@@ -124,6 +135,7 @@ class Store:
         """Forget the filesystem (e.g. after ``storage_options`` changed); made anew on use."""
         self._fs = None
         self._root = None
+        self._reset_reads()
 
     @property
     def fsspec_options(self) -> dict[str, Any]:
@@ -134,9 +146,25 @@ class Store:
     def fs(self) -> fsspec.AbstractFileSystem:
         return self._connect()[0]
 
-    def path(self, key: str) -> str:
+    @property
+    def read_fs(self) -> fsspec.AbstractFileSystem:
+        """The filesystem reads go through: ``fs``, or plain HTTP for anonymous ``gs://``."""
+        if self._gcs_base is None:
+            return self.fs
+        if self._read_fs is None:
+            self._read_fs = open_filesystem(self._gcs_base, {}, self.retry)[0]
+        return self._read_fs
+
+    def read_path(self, key: str) -> str:
+        """What :attr:`read_fs` calls the object ``key``."""
+        if self._gcs_base is None:
+            return self.path(key)
+        return gcs_media_url(self._gcs_base, self.path(key, self.url.split("://", 1)[1]))
+
+    def path(self, key: str, root: str | None = None) -> str:
         """Full path of ``key`` for the filesystem (``..`` components resolved)."""
-        root = self._connect()[1] if not self.is_local else self.url
+        if root is None:
+            root = self._connect()[1] if not self.is_local else self.url
         parts = root.split("/") if root else []
         for p in key.split("/"):
             if p == "..":
@@ -183,7 +211,7 @@ class Store:
                 except Exception as e:  # the object is there but corrupt
                     raise CorruptDataError(f"cannot decompress {path + suffix}: {e}") from e
             return None
-        path = self.path(key)
+        path = self.read_path(key)
         remote = self._remote
         try:
             return remote.run(
@@ -230,15 +258,21 @@ class Store:
         """Several whole objects, fetched concurrently on remote stores."""
         if self.is_local or len(keys) < 2:
             return [self.get(k, max_size) for k in keys]
-        paths = [self.path(k) for k in keys]
-        got = self._batch(
+        paths = [self.read_path(k) for k in keys]
+        # cat_ranges without bounds, not cat: no glob expansion of the paths (a media
+        # URL's "?alt=media" would be taken for a wildcard), one GET per object.
+        return self._remote.run_batch(
             [self.url_of(k) for k in keys],
             lambda fs, idx, t: self._remote.call(
-                fs, "cat", [paths[i] for i in idx], on_error="return", timeout=t
-            ),
-            lambda result, idx: [result.get(paths[i]) for i in idx],
+                fs,
+                "cat_ranges",
+                [paths[i] for i in idx],
+                None,
+                None,
+                on_error="return",
+                timeout=t,
+            ),  # fmt: skip
         )
-        return got
 
     def get_range(self, key: str, start: int, end: int) -> bytes | None:
         """Bytes ``[start, end)`` of an object (fewer if it is shorter), ``None`` if missing."""
@@ -251,7 +285,7 @@ class Store:
         if self.is_local:
             # Sequential: callers already run in the pool, and page-cache reads are quick.
             return [self._local_range(*r) for r in requests]
-        paths = [self.path(k) for k, _, _ in requests]
+        paths = [self.read_path(k) for k, _, _ in requests]
         remote = self._remote
 
         def fetch(fs, idx: list[int], t: float) -> list[Any]:
@@ -268,47 +302,12 @@ class Store:
             )  # fmt: skip
 
         what = [f"{self.url_of(k)}[{s}:{e}]" for k, s, e in requests]
-        out = self._batch(what, fetch, lambda result, idx: result)
+        out = self._remote.run_batch(what, fetch)
         for i, r in enumerate(out):
             start, end = requests[i][1], requests[i][2]
             if r is not None and len(r) > end - start:
                 # The server ignored the Range header and sent the whole object.
                 out[i] = r[start:end]
-        return out
-
-    def _batch(self, what: list[str], fetch, unpack) -> list[bytes | None]:
-        """Fetch items with retries: each round asks again only for the failed ones.
-
-        ``fetch(fs, indices, seconds_left)`` returns something ``unpack(result, indices)``
-        turns into one bytes / exception / ``None`` per index.
-        """
-        out: list[Any] = [None] * len(what)
-        pending = list(range(len(what)))
-        last = [0]
-
-        def attempt(fs, t: float) -> None:
-            failed, error = [], None
-            for i, r in zip(pending, unpack(fetch(fs, pending, t), pending)):
-                if r is None or isinstance(r, FileNotFoundError):
-                    out[i] = None
-                elif isinstance(r, BaseException):
-                    if classify(r) == "final":
-                        raise StorageError(f"cannot read {what[i]}: {describe(r)}") from r
-                    failed.append(i)
-                    error = error or r
-                    last[0] = i
-                else:
-                    out[i] = r
-            pending[:] = failed
-            if error is not None:
-                raise error
-
-        try:
-            self._remote.run(lambda: what[last[0]], attempt)
-        except StorageError:
-            raise
-        except Exception as e:
-            raise StorageError(f"cannot read {what[last[0]]}: {describe(e)}") from e
         return out
 
     def _local_range(self, key: str, start: int, end: int) -> bytes | None:
@@ -329,7 +328,7 @@ class Store:
     def exists(self, key: str) -> bool:
         if self.is_local:
             return os.path.exists(self.path(key))
-        path = self.path(key)
+        path = self.read_path(key)
         remote = self._remote
         try:
             return remote.run(

@@ -13,9 +13,10 @@ import numpy as np
 
 from .chunk_grid import chunk_key, chunk_shape, morton_encode, shard_box_chunks
 from .codecs import scale_codec
+from .conditional import update_object
 from .errors import WriteError
 from .input_blocks import InputPieces
-from .metadata import Scale, ShardingSpec, VolumeInfo
+from .metadata import Scale, VolumeInfo
 from .reader import ScaleReader
 from .sharding import (
     assemble_shard,
@@ -88,8 +89,14 @@ def _write_unsharded(store, info, scale_index, block, origin, merge, write_empty
         key = f"{scale.key}/{chunk_key(scale, cell)}"
         if whole:
             chunk = block.get(in_block)  # chunk by chunk: memory stays small
+        elif reader is not None:
+            # another writer may merge into this chunk at the same time: atomically
+            update_object(store, key, _chunk_merger(reader, cell, key, cshape, in_chunk,
+                                                    block.get(in_block), write_empty))  # fmt: skip
+            count += 1
+            continue
         else:
-            chunk = _existing_chunk(reader, scale, cell, cshape, info)
+            chunk = _existing_chunk(None, scale, cell, cshape, info)
             chunk[in_chunk] = block.get(in_block)
         if not write_empty and not chunk.any():
             if merge:
@@ -99,6 +106,24 @@ def _write_unsharded(store, info, scale_index, block, origin, merge, write_empty
         store.put(key, codec.encode(chunk))
         count += 1
     return count
+
+
+def _chunk_merger(reader: ScaleReader, cell, key, cshape, in_chunk, part, write_empty):
+    """The update of one stored chunk: its stored voxels with ``part`` written at ``in_chunk``."""
+    info = reader.info
+
+    def merged(stored: bytes | None) -> bytes | None:
+        chunk = np.zeros((*cshape, info.num_channels), dtype=info.dtype, order="F")
+        if stored is not None:
+            where = f"{reader.store.url_of(key)} (cell {cell})"
+            data = reader._content_decoded(stored, cell, where)
+            chunk[...] = reader.codec.decode(data, cshape, where)
+        chunk[in_chunk] = part
+        if not write_empty and not chunk.any():
+            return None
+        return reader.codec.encode(chunk)
+
+    return merged
 
 
 def _existing_chunk(reader: ScaleReader | None, scale, cell, cshape, info) -> np.ndarray:
@@ -128,11 +153,31 @@ def _write_shard(store, info, scale_index, block, origin, merge, write_empty) ->
     shard = int(shards[0])
     key = f"{scale.key}/{shard_key(shard, spec)}"
     where = f"{store.url_of(key)} (scale {scale.key!r})"
-    existing: dict[int, memoryview] = {}
     covered = [_overlap(scale, cell, origin, block.shape) for cell in cells]
     if merge and not all(cov[2] and _inside(cell, origin, block.shape, scale) for cell, cov in
                          zip(cells, covered)):  # fmt: skip
-        existing = _existing_shard_blobs(store, key, spec, where)
+        # other writers may merge their regions into this shard at the same time:
+        # read, merge and write it back atomically (conditional.py)
+        def rebuild(stored: bytes | None) -> bytearray | None:
+            existing = {} if stored is None else dict(stored_chunks(stored, spec, where))
+            args = (block, cells, ids, covered, existing, codec, spec, info, write_empty, where)
+            return assemble_shard(_shard_entries(*args), spec)
+
+        update_object(store, key, rebuild)
+        return 1
+    entries = _shard_entries(block, cells, ids, covered, {}, codec, spec, info, write_empty, where)
+    data = assemble_shard(entries, spec)
+    if data is None:
+        if merge:
+            store.delete(key)
+            return 1
+        return 0
+    store.put(key, data)
+    return 1
+
+
+def _shard_entries(block, cells, ids, covered, existing, codec, spec, info, write_empty, where):
+    """``(chunk id, producer)`` of every chunk the shard will hold: stored or new."""
     entries = []
     for cell, cid, (in_chunk, in_block, whole, cshape) in zip(cells, ids, covered):
         cid = int(cid)
@@ -161,15 +206,7 @@ def _write_shard(store, info, scale_index, block, origin, merge, write_empty) ->
                 ),
             )  # fmt: skip
         )
-    data = assemble_shard(entries, spec)
-    existing.clear()
-    if data is None:
-        if merge:
-            store.delete(key)
-            return 1
-        return 0
-    store.put(key, data)
-    return 1
+    return entries
 
 
 def _inside(cell, origin, shape, scale) -> bool:
@@ -199,9 +236,3 @@ def _chunk_producer(block, cell, cid, in_chunk, in_block, whole, cshape, existin
 
 def _undo_data_encoding(blob, spec, codec, cshape, where) -> bytes:
     return decode_chunk_data(bytes(blob), spec, codec.expand_bound(cshape), where)
-
-
-def _existing_shard_blobs(store: Store, key: str, spec: ShardingSpec, where: str) -> dict:
-    """The stored (still data-encoded) bytes of every chunk in an existing shard."""
-    data = store.get(key)
-    return {} if data is None else dict(stored_chunks(data, spec, where))

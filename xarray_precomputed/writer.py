@@ -19,11 +19,12 @@ import dask
 import numpy as np
 import xarray as xr
 
-from .errors import WriteError
+from .errors import VolumeExistsError, WriteError
 from .inputs import volume_array
 from .lazy_source import reads_from
 from .metadata import VolumeInfo
 from .progress import compute as compute_with_progress
+from .resume import ResumingStore, same_info
 from .scale_plan import DEFAULT_SHARD_BYTES
 from .storage import Store
 from .write_graph import TASK_PREFIX, write_graph
@@ -54,6 +55,7 @@ def to_precomputed(
     storage_options: dict[str, Any] | None = None,
     compute: bool = True,
     progress: bool = False,
+    resume: bool = False,
 ) -> Any:
     """Write ``obj`` as a Neuroglancer precomputed volume at ``url``.
 
@@ -70,6 +72,12 @@ def to_precomputed(
     ``"a"`` add a scale to an existing volume; ``"r+"`` write into an existing
     scale, at ``region`` (``"auto"``: from the coordinates; or a mapping of dim
     to ``slice`` of array indices of that scale).
+
+    ``resume=True`` continues a write that was killed or failed part-way: run the same
+    call again and every object already stored with the bytes it would get is left
+    alone (compared by size and content, or the S3 ETag / GCS MD5), so only what is
+    missing or different is put; with ``mode="w-"`` an existing ``info`` equal to the
+    one being written is accepted, and ``mode="w"`` then deletes nothing.
 
     Returns the number of objects written (``compute=True``) or a
     ``dask.delayed`` object that writes when computed: until then nothing is
@@ -102,7 +110,10 @@ def to_precomputed(
     )
     if mode not in ("w-", "w", "a", "r+"):
         raise WriteError(f"mode must be 'w-', 'w', 'a' or 'r+', not {mode!r}")
-    store = Store(url, storage_options)
+    store = (ResumingStore if resume else Store)(url, storage_options)
+    plan_mode = mode
+    if resume and mode == "w-" and store.exists("info"):
+        plan_mode = "w"  # a run of this same write left its info: continue it (checked below)
     if isinstance(obj, xr.DataTree):
         arrays = [(name, volume_array(node.to_dataset(), variable)) for name, node in
                   obj.children.items() if node.has_data]  # fmt: skip
@@ -112,12 +123,20 @@ def to_precomputed(
             raise WriteError(
                 "a DataTree is written whole: use mode 'w-', 'w' or 'a' without region"
             )
-        plans, info = plan_tree_write(store, arrays, mode, options, scale_key)
+        plans, info = plan_tree_write(store, arrays, plan_mode, options, scale_key)
     else:
         array = volume_array(obj, variable)
-        plan, info = plan_write(store, array, mode, options, scale_key, region)
+        plan, info = plan_write(store, array, plan_mode, options, scale_key, region)
         plans = [plan]
-    if mode == "w" and any(reads_from(p.array.data, store.url) for p in plans):
+    resuming = resume and plan_mode == "w" and same_info(store, info)
+    if plan_mode != mode and not resuming:
+        raise VolumeExistsError(
+            f"a different volume already exists at {store.url}: resume=True continues only "
+            "the same write (same data layout and info); use mode='w' to replace it"
+        )
+    if resuming:
+        plan_mode = "r+"  # keep what is stored; the info is already there
+    if plan_mode == "w" and any(reads_from(p.array.data, store.url) for p in plans):
         raise WriteError(
             f"the data is read lazily from {store.url}, which mode='w' would delete before "
             "reading it; write to another URL, or use mode='r+' to update it in place"
@@ -125,9 +144,9 @@ def to_precomputed(
     # The info write (and mode="w"'s removal of the old scales) is a task every
     # write task depends on: nothing is stored before the graph is computed, and
     # then the info comes first.
-    token = dask.base.tokenize(store.url, info.to_json(), mode, [p.scale_index for p in plans])
+    token = dask.base.tokenize(store.url, info.to_json(), plan_mode, [p.scale_index for p in plans])
     prepare = dask.delayed(_write_info, pure=False)(
-        store, info, mode, dask_key_name=f"{INFO_TASK_PREFIX}{token}"
+        store, info, plan_mode, dask_key_name=f"{INFO_TASK_PREFIX}{token}"
     )
     graph = [write_graph(store, info, p, write_empty_chunks, after=prepare) for p in plans]
     # one scale: its graph's own total; wrapping it in another delayed call would

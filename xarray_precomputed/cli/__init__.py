@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -58,13 +59,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
+    if args.debug:
+        logging.basicConfig(level=logging.DEBUG)
     prefix = f"precomputed {args.command}: error:"
     try:
         return args.run(args)
     except KeyboardInterrupt:
         print(f"precomputed {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return EXIT_FAILED
     except argparse.ArgumentTypeError as e:
         print(f"{prefix} {e}", file=sys.stderr)
         return EXIT_USAGE
