@@ -9,7 +9,7 @@ Starts the servers itself, all on 127.0.0.1: nginx serving the volume directorie
 volumes are uploaded to both). For each server it measures, each run in a fresh process:
 
 * full reads: MB/s of the whole volume, ``chunks=None`` (eager) and ``chunks={}`` +
-  ``dask.array.store`` into a Fortran-ordered buffer, against tensorstore ``read(order="F")``;
+  ``dask.array.store`` into a C-ordered buffer (the blocks' order), against tensorstore ``read(order="F")``;
 * cold cutouts: a fresh process opens the volume and reads one 64^3 box, chunk-aligned and
   not; latency (and the part spent opening) and the HTTP requests the server received.
 
@@ -250,7 +250,7 @@ def _read(payload: dict[str, Any], box: list[list[int]] | None) -> tuple[Any, fl
         ds = _open_ours(payload["url"], payload["options"], {})
         t_open = time.perf_counter() - t0
         arr = ds[var].data if sel is None else ds[var].data[sel]
-        out = np.empty(arr.shape, arr.dtype, order="F")
+        out = np.empty(arr.shape, arr.dtype)  # C order, as the blocks
         with dask.config.set(scheduler="threads"):
             da.store(arr, out, lock=False)
         return out, t_open

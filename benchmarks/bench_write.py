@@ -415,7 +415,8 @@ def _worker_write(case: VolumeSpec, payload: dict[str, Any]) -> None:
     opts = payload.get("opts", {})
     path = payload["path"]
     order = payload.get("source_order", "F")
-    src = source_array(case, order)
+    input_chunk = tuple(payload.get("input_chunk", INPUT_CHUNK))
+    src = source_array(case, order, input_chunk)
     source_tables(tuple(case.shape), case.seed, order)  # the generator's tables: not billed
     if payload.get("warmup", True):
         wcase = _warmup_case(case)
@@ -445,7 +446,8 @@ def _worker_generate(case: VolumeSpec, payload: dict[str, Any]) -> None:
     import dask.array as da
 
     order = payload.get("source_order", "F")
-    src = source_array(case, order)
+    input_chunk = tuple(payload.get("input_chunk", INPUT_CHUNK))
+    src = source_array(case, order, input_chunk)
     source_tables(tuple(case.shape), case.seed, order)
     runs = []
     for _ in range(payload.get("repeat", 2)):
@@ -615,6 +617,12 @@ def main(argv: list[str] | None = None) -> int:
         "precomputed volumes; C as from zarr/TIFF/most NumPy code)",
     )
     p.add_argument(
+        "--input-chunks",
+        default=",".join(map(str, INPUT_CHUNK)),
+        help="the source's Dask chunks, x,y,z (default %(default)s); e.g. 512,256,256 aligned "
+        "with the shards, 100,700,50 or 192,192,192 misaligned, 1024,512,512 larger",
+    )
+    p.add_argument(
         "--ts-outstanding",
         type=int,
         default=1,
@@ -644,6 +652,9 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for c in write_cases(args.quick) if c.sharding["data_encoding"] in args.cases]
     writers = [w for w in WRITERS if w in args.writers]
     suffix = "" if args.source_order == "F" else "-c-order"
+    input_chunk = tuple(int(v) for v in args.input_chunks.split(","))
+    if input_chunk != INPUT_CHUNK:
+        suffix += "-input-" + "x".join(map(str, input_chunk))
     output = args.output or RESULTS_DIR / (
         f"write-quick{suffix}.json" if args.quick else f"write-latest{suffix}.json"
     )
@@ -664,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     reference = gen["checksum"]
     print(
-        f"source: {first.nbytes / MiB:.0f} MiB uint8, dask chunks {INPUT_CHUNK} "
+        f"source: {first.nbytes / MiB:.0f} MiB uint8, dask chunks {input_chunk} "
         f"({args.source_order}-ordered blocks), "
         f"{gen['blocks']} blocks; generation alone {gen['seconds']:.2f} s "
         f"({first.nbytes / gen['seconds'] / 1e6:.0f} MB/s, cpu {gen['cpu_seconds']:.2f} s), "
@@ -690,7 +701,8 @@ def main(argv: list[str] | None = None) -> int:
                 payload = {"task": "write", "writer": w, "path": str(path),
                            "case": _case_params(case), "warmup": not args.no_warmup,
                            "opts": {"ts_outstanding": args.ts_outstanding},
-                           "source_order": args.source_order}  # fmt: skip
+                           "source_order": args.source_order,
+                           "input_chunk": list(input_chunk)}  # fmt: skip
                 r = run_worker(script, payload)
                 r["load_before"] = round(load, 2)
                 if "error" not in r:

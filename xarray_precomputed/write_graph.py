@@ -10,11 +10,12 @@ from __future__ import annotations
 import dask
 import dask.array as da
 import numpy as np
+from dask.core import get_dependencies
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from .chunk_grid import chunk_group, shard_box_chunks, shard_box_voxels
-from .input_blocks import InputPieces
+from .input_blocks import BlockRecipe, InputPieces, assemble_box
 from .metadata import VolumeInfo
 from .storage import Store
 from .write_plan import WritePlan
@@ -51,6 +52,7 @@ def write_graph(
     # the input blocks each task box overlaps, per axis: [first, last) block indices
     first = [np.searchsorted(starts[d], task_starts[d][:-1], side="right") - 1 for d in range(3)]
     last = [np.searchsorted(starts[d], task_starts[d][1:], side="left") for d in range(3)]
+    sources = _BlockSources(data, chunks, first, last)
     writer = _BlockWriter(store, info, plan.scale_index, plan.region_start, plan.merge, write_empty)
     after_key = None if after is None else after.key
     token = dask.base.tokenize(store.url, scale.key, data.name, plan.region_start, after_key)
@@ -61,7 +63,7 @@ def write_graph(
         shape = [chunks[d][index[d]] for d in range(3)] + [data.shape[3]]
         pieces = [
             # a list, so that Dask finds the block key inside and passes the block
-            [(data.name, bi, bj, bk, 0),
+            [sources.source(bi, bj, bk),
              (int(starts[0][bi]) - lo[0], int(starts[1][bj]) - lo[1], int(starts[2][bk]) - lo[2])]
             for bi in range(first[0][index[0]], last[0][index[0]])
             for bj in range(first[1][index[1]], last[1][index[1]])
@@ -73,6 +75,48 @@ def write_graph(
     deps = [data] if after is None else [data, after]
     graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
     return Delayed(total, graph, layer=name)
+
+
+class _BlockSources:
+    """What a task receives for each input block: the block's key when no other task
+    needs it (Dask computes it once and frees it after the task), or a
+    :class:`BlockRecipe` when several tasks overlap it (each computes its own part, so
+    no block has to be kept alive for the others).
+    """
+
+    def __init__(self, data: da.Array, task_chunks, first, last):
+        self.data = data
+        self.shared = []
+        for d in range(3):
+            count = np.zeros(len(data.chunks[d]), np.int64)
+            for t in range(len(task_chunks[d])):
+                count[first[d][t] : last[d][t]] += 1
+            self.shared.append(count)
+        self._graph: dict | None = None
+        self._recipes: dict = {}
+
+    def source(self, bi: int, bj: int, bk: int):
+        key = (self.data.name, bi, bj, bk, 0)
+        index = (bi, bj, bk)
+        tasks = int(np.prod([self.shared[d][index[d]] for d in range(3)]))
+        if tasks <= 1:
+            return key
+        if key not in self._recipes:
+            shape = [self.data.chunks[d][index[d]] for d in range(3)] + [self.data.shape[3]]
+            self._recipes[key] = BlockRecipe(self._subgraph(key), key, shape)
+        return self._recipes[key]
+
+    def _subgraph(self, key) -> dict:
+        if self._graph is None:
+            self._graph = dict(self.data.__dask_graph__())
+        graph, todo, out = self._graph, [key], {}
+        while todo:
+            k = todo.pop()
+            if k in out:
+                continue
+            out[k] = graph[k]
+            todo.extend(get_dependencies(graph, k))
+        return out
 
 
 def _count(parts: list) -> int:
@@ -110,7 +154,11 @@ class _BlockWriter:
         """
         origin = tuple(self.region_start[d] + int(lo[d]) for d in range(3))
         pieces = [(block, tuple(offset)) for block, offset in pieces]
+        if any(isinstance(block, BlockRecipe) for block, _ in pieces):
+            block = assemble_box(shape, pieces)
+        else:
+            block = InputPieces(shape, pieces)
         return write_block(
-            self.store, self.info, self.scale_index, InputPieces(shape, pieces), origin,
+            self.store, self.info, self.scale_index, block, origin,
             merge=self.merge, write_empty=self.write_empty,
         )  # fmt: skip
