@@ -40,7 +40,15 @@ from common import (
     tensorstore_spec,
     wait_for_quiet,
     warm_page_cache,
-    write_json,
+)
+from harness import (
+    add_common_arguments,
+    add_output_arguments,
+    add_run_arguments,
+    finish,
+    fmt_ratio,
+    paired_median,
+    ratio,
 )
 
 READERS = ("tensorstore", "ours-eager", "ours-dask", "ours-dask-values", "cloud-volume")
@@ -215,23 +223,6 @@ def worker(payload: dict[str, Any]) -> None:
 # -- driver side ---------------------------------------------------------------------------------
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if not a or not b else a / b
-
-
-def _fmt_ratio(r: float | None, target: float, higher_is_better: bool = True) -> str:
-    if r is None:
-        return "-"
-    ok = r >= target if higher_is_better else r <= target
-    return f"{r:.2f}{'' if ok else ' !'}"
-
-
-def _paired_median(num: list, den: list) -> float | None:
-    """Median over repeat rounds of num[i] / den[i] (rounds where both ran)."""
-    pairs = [a / b for a, b in zip(num, den) if a and b]
-    return statistics.median(pairs) if pairs else None
-
-
 def summarize(runs: list[dict[str, Any]], nbytes: int) -> dict[str, Any]:
     """Best time (and that run's CPU time), median peak memory, all runs kept for the JSON."""
     good = [r for r in runs if "error" not in r]
@@ -277,14 +268,12 @@ def _reader_list(names: list[str], cv_parallel: list[int]) -> list[tuple[str, st
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_DATA_DIR,
-        help=f"where test volumes are built and kept (default {DEFAULT_DATA_DIR})",
+    add_common_arguments(
+        p,
+        data_dir_help=f"where test volumes are built and kept (default {DEFAULT_DATA_DIR})",
+        quick_help="64 MiB volumes: a smoke test",
+        repeat_help="runs per (reader, volume); best time",
     )
-    p.add_argument("--quick", action="store_true", help="64 MiB volumes: a smoke test")
-    p.add_argument("--repeat", type=int, default=3, help="runs per (reader, volume); best time")
     p.add_argument(
         "--readers",
         nargs="+",
@@ -307,30 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         help="cloud-volume 'parallel' settings to run; ratios use the fastest "
         f"(default {' '.join(map(str, DEFAULT_CV_PARALLEL))})",
     )
-    p.add_argument(
-        "--no-warmup",
-        action="store_true",
-        help="skip the untimed tiny read each worker does before the timed read",
+    add_run_arguments(
+        p, warmup_help="skip the untimed tiny read each worker does before the timed read"
     )
-    p.add_argument(
-        "--max-wait",
-        type=float,
-        default=5.0,
-        help="seconds to wait before each run for other processes to go quiet",
-    )
-    p.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="results JSON (default benchmarks/results/read-latest.json; "
+    add_output_arguments(
+        p,
+        output_help="results JSON (default benchmarks/results/read-latest.json; "
         "read-quick.json with --quick)",
     )
-    p.add_argument(
-        "--check-targets",
-        action="store_true",
-        help="exit with status 2 when a target from the issue is missed",
-    )
-    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)  # fmt: skip
 
     if args.worker:
@@ -414,15 +387,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             vs_ts = vs_cv = mem_ts = p_ts = p_cv = p_cpu = None
             if label in OURS:
-                vs_ts = _ratio(s["mb_per_s"], ts_r.get("mb_per_s"))
-                vs_cv = _ratio(s["mb_per_s"], cv_best)
-                mem_ts = _ratio(
+                vs_ts = ratio(s["mb_per_s"], ts_r.get("mb_per_s"))
+                vs_cv = ratio(s["mb_per_s"], cv_best)
+                mem_ts = ratio(
                     max(s["peak_extra_mib"], 1.0), max(ts_r.get("peak_extra_mib", 0), 1.0)
                 )
                 if "seconds_by_round" in ts_r:
-                    p_ts = _paired_median(ts_r["seconds_by_round"], s["seconds_by_round"])
-                    p_cpu = _paired_median(s["cpu_by_round"], ts_r["cpu_by_round"])
-                p_cv = _paired_median(cv_rounds, s["seconds_by_round"])
+                    p_ts = paired_median(ts_r["seconds_by_round"], s["seconds_by_round"])
+                    p_cpu = paired_median(s["cpu_by_round"], ts_r["cpu_by_round"])
+                p_cv = paired_median(cv_rounds, s["seconds_by_round"])
                 s["ratios"] = {
                     k: None if x is None else round(x, 3)
                     for k, x in (
@@ -447,10 +420,10 @@ def main(argv: list[str] | None = None) -> int:
                 v.name, label, f"{s['mb_per_s']:.0f}", f"{s['best_seconds']:.3f}",
                 f"{s['cpu_seconds']:.2f}", f"{s['peak_extra_mib']:.0f}",
                 f"{s['others_cores']:.2f}",
-                _fmt_ratio(vs_ts, TARGET_VS_TS), _fmt_ratio(p_ts, TARGET_VS_TS),
-                _fmt_ratio(vs_cv, TARGET_VS_CV), _fmt_ratio(p_cv, TARGET_VS_CV),
+                fmt_ratio(vs_ts, TARGET_VS_TS), fmt_ratio(p_ts, TARGET_VS_TS),
+                fmt_ratio(vs_cv, TARGET_VS_CV), fmt_ratio(p_cv, TARGET_VS_CV),
                 "-" if p_cpu is None else f"{p_cpu:.2f}",
-                _fmt_ratio(mem_ts, TARGET_MEM_VS_TS, False),
+                fmt_ratio(mem_ts, TARGET_MEM_VS_TS, False),
                 "yes" if s["correct"] else "NO",
             ])  # fmt: skip
 
@@ -471,55 +444,44 @@ def main(argv: list[str] | None = None) -> int:
          "~paired", "thr/CV", "~paired", "cpu/TS~", "mem/TS", "ok"],
         rows,
     ))  # fmt: skip
-    missed = [t for t in targets if not t["met"]]
-    print(f"\ntargets met: {len(targets) - len(missed)}/{len(targets)}")
-    for t in missed:
-        print(f"  MISSED {t['volume']} {t['reader']}: {t['target']} ({t['value']:.2f})")
-    for f in failures:
-        print(f"  WRONG RESULT {f}")
+    notes = []
     if len(sources) > 1:
-        print(f"\nWARNING: the package source changed during the benchmark ({', '.join(sources)});"
-              " results mix versions, rerun")  # fmt: skip
+        notes.append(f"\nWARNING: the package source changed during the benchmark "
+                     f"({', '.join(sources)}); results mix versions, rerun")  # fmt: skip
 
-    write_json(
-        output,
-        {
-            "benchmark": "read",
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(["python", "benchmarks/bench_read.py", *(argv or sys.argv[1:])]),
-            "repeat": args.repeat,
-            "quick": args.quick,
-            "machine": machine,
-            "volumes": [
-                {
-                    "name": v.name,
-                    "description": v.description,
-                    "shape": list(v.shape),
-                    "dtype": v.dtype,
-                    "encoding": v.encoding,
-                    "chunk": list(v.chunk),
-                    "sharding": v.sharding,
-                    "shard_box_chunks": shard_box(v),
-                    "uncompressed_bytes": v.nbytes,
-                    "bytes_on_disk": markers[v.name]["bytes"],
-                    "files": markers[v.name]["files"],
-                    "param_hash": v.param_hash(),
-                    "checksum": markers[v.name]["checksum"],
-                }
-                for v in volumes
-            ],
-            "results": results,
-            "targets": targets,
-            "correctness_failures": failures,
-            "package_sources_seen": sources,
-        },
+    report = {
+        "benchmark": "read",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/bench_read.py", *(argv or sys.argv[1:])]),
+        "repeat": args.repeat,
+        "quick": args.quick,
+        "machine": machine,
+        "volumes": [
+            {
+                "name": v.name,
+                "description": v.description,
+                "shape": list(v.shape),
+                "dtype": v.dtype,
+                "encoding": v.encoding,
+                "chunk": list(v.chunk),
+                "sharding": v.sharding,
+                "shard_box_chunks": shard_box(v),
+                "uncompressed_bytes": v.nbytes,
+                "bytes_on_disk": markers[v.name]["bytes"],
+                "files": markers[v.name]["files"],
+                "param_hash": v.param_hash(),
+                "checksum": markers[v.name]["checksum"],
+            }
+            for v in volumes
+        ],
+        "results": results,
+        "targets": targets,
+        "correctness_failures": failures,
+        "package_sources_seen": sources,
+    }
+    return finish(
+        output, report, targets, failures, args.check_targets, ("volume", "reader"), notes
     )
-    print(f"\nwrote {output}")
-    if failures:
-        return 1
-    if args.check_targets and missed:
-        return 2
-    return 0
 
 
 if __name__ == "__main__":

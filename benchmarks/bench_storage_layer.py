@@ -6,8 +6,9 @@ Needs ``obstore`` (``pip install obstore``; not a dependency of the package). Us
 raw sharded volume of ``bench_remote.py --quick`` (built if missing) and, each in a fresh
 process:
 
-* cold: import the library, make the client, GET ``info`` and 3 ranged GETs of a shard
-  (what a cold sharded cutout asks of storage); median milliseconds;
+* cold: import the storage library (fsspec's backend, or obstore), make the client, GET
+  ``info`` and 3 ranged GETs of a shard (what a cold sharded cutout asks of storage); the
+  package itself (numpy, xarray, dask) is imported before the clock starts; median ms;
 * full: GET every shard object whole, in parallel; best MB/s.
 
 The results informed the storage-layer decision in docs/design.md.
@@ -40,11 +41,16 @@ def _obstore(server: str, url: str, endpoint: str):
         store = S3Store(bucket, endpoint=endpoint, access_key_id="testing", region="us-east-1",
                         secret_access_key="testing", client_options=opts)  # fmt: skip
     else:
-        store = GCSStore(bucket, base_url=endpoint, skip_signature=True, client_options=opts)
+        store = GCSStore(bucket, config={"base_url": endpoint}, skip_signature=True,
+                         client_options=opts)  # fmt: skip
     return store, prefix + "/"
 
 
 def worker(p: dict[str, Any]) -> None:
+    if p["layer"] == "fsspec":
+        import xarray_precomputed.storage  # noqa: F401  (imports numpy, xarray, dask: not timed)
+    else:
+        import numpy  # noqa: F401  (as above, for a like-for-like start)
     t0 = time.perf_counter()
     keys, nbytes = p["keys"], 0
     if p["layer"] == "obstore":

@@ -44,7 +44,15 @@ from common import (
     shard_box,
     tensorstore_spec,
     wait_for_quiet,
-    write_json,
+)
+from harness import (
+    add_common_arguments,
+    add_output_arguments,
+    add_run_arguments,
+    finish,
+    fmt_ratio,
+    paired_median,
+    ratio,
 )
 
 WRITERS = ("ours", "tensorstore", "tensorstore-pipelined", "cloud-volume")
@@ -526,19 +534,6 @@ def _same_layout(scale: dict[str, Any] | None, case: VolumeSpec) -> bool:
     )
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if not a or not b else a / b
-
-
-def _fmt_ratio(r: float | None, target: float | None, higher_is_better: bool = True) -> str:
-    if r is None:
-        return "-"
-    if target is None:
-        return f"{r:.2f}"
-    ok = r >= target if higher_is_better else r <= target
-    return f"{r:.2f}{'' if ok else ' !'}"
-
-
 def summarize(runs: list[dict[str, Any]], nbytes: int, shard: int) -> dict[str, Any]:
     good = [r for r in runs if "error" not in r]
     if not good:
@@ -573,21 +568,14 @@ def summarize(runs: list[dict[str, Any]], nbytes: int, shard: int) -> dict[str, 
     }
 
 
-def _paired_median(num: list, den: list) -> float | None:
-    pairs = [a / b for a, b in zip(num, den) if a and b]
-    return statistics.median(pairs) if pairs else None
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_DATA_DIR,
-        help=f"where volumes are written (under write/; default {DEFAULT_DATA_DIR})",
+    add_common_arguments(
+        p,
+        data_dir_help=f"where volumes are written (under write/; default {DEFAULT_DATA_DIR})",
+        quick_help="64 MiB volume: a smoke test",
+        repeat_help="runs per (writer, case); best time",
     )
-    p.add_argument("--quick", action="store_true", help="64 MiB volume: a smoke test")
-    p.add_argument("--repeat", type=int, default=3, help="runs per (writer, case); best time")
     p.add_argument(
         "--writers",
         nargs="+",
@@ -602,13 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         default=["raw", "gzip"],
         help="shard data_encoding cases to run (default: raw gzip)",
     )
-    p.add_argument("--no-warmup", action="store_true", help="skip the untimed small write")
-    p.add_argument(
-        "--max-wait",
-        type=float,
-        default=5.0,
-        help="seconds to wait before each run for other processes to go quiet",
-    )
+    add_run_arguments(p, warmup_help="skip the untimed small write")
     p.add_argument(
         "--source-order",
         choices=("F", "C"),
@@ -629,19 +611,11 @@ def main(argv: list[str] | None = None) -> int:
         help="writes in flight for tensorstore-pipelined (default 1)",
     )
     p.add_argument("--keep", action="store_true", help="keep the written volumes")
-    p.add_argument(
-        "--output",
-        type=Path,
-        default=None,
-        help="results JSON (default benchmarks/results/write-latest.json; "
+    add_output_arguments(
+        p,
+        output_help="results JSON (default benchmarks/results/write-latest.json; "
         "write-quick.json with --quick)",
     )
-    p.add_argument(
-        "--check-targets",
-        action="store_true",
-        help="exit with status 2 when a target from the issue is missed",
-    )
-    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.worker:
@@ -749,8 +723,8 @@ def main(argv: list[str] | None = None) -> int:
                                 f"{reference}), errors {s['errors']}")  # fmt: skip
             vs_ts = p_ts = None
             if w not in TENSORSTORE and ts_best[1] is not None:
-                vs_ts = _ratio(s["mb_per_s"], ts_best[1]["mb_per_s"])
-                p_ts = _paired_median(ts_rounds, s["seconds_by_round"])
+                vs_ts = ratio(s["mb_per_s"], ts_best[1]["mb_per_s"])
+                p_ts = paired_median(ts_rounds, s["seconds_by_round"])
             s["ratios"] = {
                 "throughput_vs_best_tensorstore": None if vs_ts is None else round(vs_ts, 3),
                 "throughput_vs_best_tensorstore_paired_median": None
@@ -772,11 +746,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([
                 case.name, w, f"{s['mb_per_s']:.0f}", f"{s['best_seconds']:.3f}",
                 f"{s['cpu_seconds']:.2f}", f"{s['peak_extra_mib']:.0f}",
-                _fmt_ratio(s["peak_per_shard"], TARGET_PEAK_PER_SHARD if is_ours else None,
+                fmt_ratio(s["peak_per_shard"], TARGET_PEAK_PER_SHARD if is_ours else None,
                            False),
                 f"{s['others_cores']:.2f}",
-                _fmt_ratio(vs_ts, TARGET_VS_TS if is_ours else None),
-                _fmt_ratio(p_ts, TARGET_VS_TS if is_ours else None),
+                fmt_ratio(vs_ts, TARGET_VS_TS if is_ours else None),
+                fmt_ratio(p_ts, TARGET_VS_TS if is_ours else None),
                 f"{s['bytes_on_disk'] / MiB:.0f}", str(s["files"]),
                 "yes" if s["correct_all"] and not s["errors"] else "NO",
             ])  # fmt: skip
@@ -802,68 +776,53 @@ def main(argv: list[str] | None = None) -> int:
          "thr/TS", "~paired", "disk MiB", "files", "ok"],
         rows,
     ))  # fmt: skip
-    missed = [t for t in targets if not t["met"]]
-    print(f"\ntargets met: {len(targets) - len(missed)}/{len(targets)}")
-    for t in missed:
-        print(f"  MISSED {t['case']} {t['writer']}: {t['target']} ({t['value']:.2f})")
-    for f in failures:
-        print(f"  WRONG RESULT {f}")
-
-    write_json(
-        output,
-        {
-            "benchmark": "write",
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(["python", "benchmarks/bench_write.py", *(argv or sys.argv[1:])]),
-            "repeat": args.repeat,
-            "quick": args.quick,
-            "dask_threads": THREADS,
-            "machine": machine,
-            "source": {
-                "generator": "bench_write.source_block (EM-like, per-block, deterministic)",
-                "shape": list(first.shape),
-                "dtype": first.dtype,
-                "dask_chunks": list(INPUT_CHUNK),
-                "block_order": args.source_order,
-                "seed": first.seed,
-                "checksum": reference,
-                **{
-                    k: gen[k]
-                    for k in (
-                        "seconds",
-                        "cpu_seconds",
-                        "seconds_all",
-                        "by_box_seconds",
-                        "by_box_cpu_seconds",
-                        "blocks",
-                        "gzip_ratio_first_chunk",
-                        "mean",
-                    )
-                },  # fmt: skip
-            },
-            "cases": [
-                {
-                    "name": c.name,
-                    "description": c.description,
-                    "scale_metadata": c.scale_metadata(),
-                    "shard_box_chunks": shard_box(c),
-                    "shard_bytes": shard_bytes(c),
-                    "shards": len(shard_slices(c)),
-                    "uncompressed_bytes": c.nbytes,
-                }
-                for c in cases
-            ],
-            "results": results,
-            "targets": targets,
-            "correctness_failures": failures,
+    report = {
+        "benchmark": "write",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/bench_write.py", *(argv or sys.argv[1:])]),
+        "repeat": args.repeat,
+        "quick": args.quick,
+        "dask_threads": THREADS,
+        "machine": machine,
+        "source": {
+            "generator": "bench_write.source_block (EM-like, per-block, deterministic)",
+            "shape": list(first.shape),
+            "dtype": first.dtype,
+            "dask_chunks": list(INPUT_CHUNK),
+            "block_order": args.source_order,
+            "seed": first.seed,
+            "checksum": reference,
+            **{
+                k: gen[k]
+                for k in (
+                    "seconds",
+                    "cpu_seconds",
+                    "seconds_all",
+                    "by_box_seconds",
+                    "by_box_cpu_seconds",
+                    "blocks",
+                    "gzip_ratio_first_chunk",
+                    "mean",
+                )
+            },  # fmt: skip
         },
-    )
-    print(f"\nwrote {output}")
-    if failures:
-        return 1
-    if args.check_targets and missed:
-        return 2
-    return 0
+        "cases": [
+            {
+                "name": c.name,
+                "description": c.description,
+                "scale_metadata": c.scale_metadata(),
+                "shard_box_chunks": shard_box(c),
+                "shard_bytes": shard_bytes(c),
+                "shards": len(shard_slices(c)),
+                "uncompressed_bytes": c.nbytes,
+            }
+            for c in cases
+        ],
+        "results": results,
+        "targets": targets,
+        "correctness_failures": failures,
+    }
+    return finish(output, report, targets, failures, args.check_targets, ("case", "writer"))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,12 @@
 import os
+import sys
+
+# XP_TEST_WITHOUT_PEERS=1: run as if tensorstore and cloud-volume were not installed
+# (importing them fails), to check that only tests which use a peer are skipped.
+PEERS = ("tensorstore", "cloudvolume")
+if os.environ.get("XP_TEST_WITHOUT_PEERS"):
+    for _name in PEERS:
+        sys.modules[_name] = None  # type: ignore[assignment]
 
 # Must happen before anything imports gcsfs: with the default ("true") gcsfs tries a gRPC
 # lookup against the emulator endpoint and every call hangs for about a minute.
@@ -6,7 +14,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import pytest  # noqa: E402
 
-from . import servers
+from . import peers, servers  # noqa: E402
 
 
 def _start(name, factory, modules):
@@ -77,3 +85,9 @@ def process_client(process_cluster):
     distributed = pytest.importorskip("distributed")
     with distributed.Client(process_cluster) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def ts():
+    """The tensorstore module (a peer): tests that use it are skipped without it."""
+    return peers.tensorstore()

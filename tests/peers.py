@@ -35,6 +35,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from .helpers import sharding_dict
 
@@ -386,8 +387,7 @@ def tensorstore_spec(root, scale_index: int | None = None) -> dict:
 
 def tensorstore_read(root: str, scale_index: int = 0) -> np.ndarray:
     """Read a whole scale with tensorstore as an ``(x, y, z, c)`` Fortran-ordered array."""
-    import tensorstore as ts
-
+    ts = tensorstore()
     t = ts.open(tensorstore_spec(root, scale_index), open=True, read=True).result()
     return np.asarray(t.read(order="F").result())
 
@@ -407,8 +407,7 @@ def _tensorstore_create(
     sharding=None,
     key: str | None = None,
 ):
-    import tensorstore as ts
-
+    ts = tensorstore()
     scale = {
         "resolution": list(resolution),
         "size": list(size),
@@ -451,18 +450,32 @@ def _write_tensorstore(case: Case, root: str, data: np.ndarray) -> np.ndarray:
     return tensorstore_read(root, 0)
 
 
-def _cloudvolume():
+def tensorstore():
+    """The tensorstore module; the calling test is skipped when it is not installed."""
+    return pytest.importorskip("tensorstore", reason="this test uses the tensorstore peer")
+
+
+def cloudvolume():
+    """The cloudvolume module; the calling test is skipped when it is not installed."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import cloudvolume
-
-    return cloudvolume
+        return pytest.importorskip("cloudvolume", reason="this test uses the cloud-volume peer")
 
 
 def cloudvolume_can_write(encoding: str) -> bool:
     """False if cloud-volume's codec for ``encoding`` is not installed (e.g. png needs
-    pyspng-seunglab, jxl needs imagecodecs with JPEG XL)."""
-    cv_chunks = _cloudvolume().chunks
+    pyspng-seunglab, jxl needs imagecodecs with JPEG XL).
+
+    Without cloud-volume itself every case is listed (case lists are built while tests are
+    collected) and the tests that write them are skipped.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import cloudvolume
+    except ImportError:
+        return True
+    cv_chunks = cloudvolume.chunks
     if encoding in cv_chunks.NEEDS_INSTALL:
         return False
     if encoding == "jxl":
@@ -476,8 +489,7 @@ def cloudvolume_can_write(encoding: str) -> bool:
 
 
 def _write_cloudvolume(case: Case, root: str, data: np.ndarray) -> np.ndarray:
-    cloudvolume = _cloudvolume()
-    CloudVolume = cloudvolume.CloudVolume
+    CloudVolume = cloudvolume().CloudVolume
 
     if case.sharding is not None and case.compress:
         raise ValueError("cloud-files compression of shard files is not a valid volume")
@@ -538,7 +550,7 @@ def _cloudvolume_write_sharded(cv, case: Case, data: np.ndarray) -> None:
     # that an upload maps to one shard), so encode the chunks with CV's codec and assemble the
     # shard files with CV's make_shard (which names them by the proper hex shard number;
     # ShardingSpecification.synthesize_shards would name them in decimal - wrong for images).
-    cv_chunks = _cloudvolume().chunks
+    cv_chunks = cloudvolume().chunks
     groups: dict[int, dict[int, bytes]] = {}
     for g in itertools.product(*(range(n) for n in grid)):
         lo = np.array(g) * np.array(case.chunk_size)

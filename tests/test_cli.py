@@ -106,10 +106,33 @@ def test_copy_reencodes_reshards_and_shows_progress(volumes, tmp_path):
     np.testing.assert_array_equal(_read(dst), _read(volumes["image"]))
 
 
+def test_copy_resumes_an_interrupted_copy(volumes, tmp_path):
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    cli("copy", volumes["image"], src, "-q")
+    cli("downsample", src, "-q")  # two scales
+    cli("copy", src, dst, "--scale", "0", "-q")  # as if stopped after the first scale...
+    shards = sorted(Path(dst, "8_8_40").glob("*.shard"))
+    lost, kept = shards[0], shards[1]
+    lost.unlink()  # ... and in the middle of it
+    stamp = kept.stat().st_mtime_ns
+
+    refused = cli("copy", src, dst, "-q", check=False)
+    assert refused.returncode == 1 and "VolumeExistsError" in refused.stderr
+    cli("copy", src, dst, "--resume", "-q")
+    for scale in (0, 1):
+        np.testing.assert_array_equal(_read(dst, scale), _read(src, scale))
+    assert lost.exists() and kept.stat().st_mtime_ns == stamp  # only the missing one rewritten
+    assert [s["key"] for s in json.loads(Path(dst, "info").read_text())["scales"]] == [
+        "8_8_40", "16_16_40"]  # fmt: skip
+
+
 def test_copy_region_is_read_by_tensorstore(volumes, tmp_path):
     ts = pytest.importorskip("tensorstore")
     dst = str(tmp_path / "crop")
-    cli("copy", volumes["seg"], dst, "--region", "10:70,:40,4:", "-q")
+    # on a LocalCluster of one worker process: dask.distributed's path, quietly
+    done = cli("copy", volumes["seg"], dst, "--region", "10:70,:40,4:", "-q",
+               "--scheduler", "local", "--workers", "1")  # fmt: skip
+    assert done.stdout == "" and done.stderr == ""
     info = json.loads(Path(dst, "info").read_text())["scales"][0]
     assert info["voxel_offset"] == [10, 0, 4] and info["size"] == [60, 40, 20]
     want = _read(volumes["seg"])[10:70, :40, 4:]

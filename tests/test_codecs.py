@@ -16,7 +16,7 @@ from xarray_precomputed.errors import CorruptDataError, UnsupportedEncodingError
 from xarray_precomputed.metadata import ShardingSpec
 from xarray_precomputed.sharding import decode_chunk_data
 
-ts = pytest.importorskip("tensorstore")
+from . import peers
 
 SETTINGS = settings(
     max_examples=100,
@@ -55,6 +55,7 @@ def chunks(draw, encoding, max_side=9):
 
 def ts_decode(root, encoding, dtype, nc, data, shape, block_size=None):
     """Decode one chunk's bytes with tensorstore: a one-chunk unsharded volume."""
+    ts = peers.tensorstore()
     (root / "s").mkdir(parents=True)
     scale = {
         "key": "s",
@@ -112,7 +113,7 @@ def test_roundtrip(encoding, data):
 @pytest.mark.parametrize("encoding", TS_ENCODINGS)
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
-def test_tensorstore_decodes_our_bytes(encoding, data, tmp_path_factory):
+def test_tensorstore_decodes_our_bytes(ts, encoding, data, tmp_path_factory):
     """tensorstore (an independent implementation) decodes what we encode to what we
     decode, which for lossless codecs is the input and for jpeg the same lossy image."""
     dtype, nc, array = data.draw(chunks(encoding))
@@ -184,7 +185,7 @@ def test_cseg_worked_example():
         ("uint32", 3, (8, 8, 8), (4, 4, 4)),
     ],
 )
-def test_cseg_encode_is_byte_identical_to_tensorstore(tmp_path, dtype, nc, shape, block):
+def test_cseg_encode_is_byte_identical_to_tensorstore(ts, tmp_path, dtype, nc, shape, block):
     rng = np.random.default_rng(sum(shape) + nc)
     labels = rng.choice(np.array([1, 5, 2**31 + 7, 3, 99], dtype=dtype), (*shape, nc))
     labels[: shape[0] // 2, :, :, 0] = rng.integers(1, 2**32 - 1, (shape[0] // 2, *shape[1:]))

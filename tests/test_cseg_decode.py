@@ -26,7 +26,7 @@ from xarray_precomputed.codecs import get_codec
 from xarray_precomputed.codecs.cseg import CompressedSegmentationCodec
 from xarray_precomputed.errors import CorruptDataError
 
-ts = pytest.importorskip("tensorstore")
+from . import peers
 
 SETTINGS = settings(
     max_examples=150,
@@ -166,6 +166,7 @@ def test_every_bit_width(dtype, distinct, bits):
 
 
 def _tensorstore_volume(root: Path, dtype, nc, size, chunk, block, array):
+    ts = peers.tensorstore()
     spec = {
         "driver": "neuroglancer_precomputed",
         "kvstore": {"driver": "file", "path": str(root)},

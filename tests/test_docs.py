@@ -33,7 +33,13 @@ def test_code_blocks_run(page: Path, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__docs__"}
     for i, code in enumerate(runnable(page)):
-        exec(compile(code, f"{page.name}[python block {i}]", "exec"), namespace)
+        try:
+            exec(compile(code, f"{page.name}[python block {i}]", "exec"), namespace)
+        except Exception as e:
+            raise AssertionError(
+                f"{page.name}: Python block {i} failed ({type(e).__name__}: {e}). Fix it, or put "
+                "'<!-- not run: <why> -->' on the line before it if it cannot run in the tests"
+            ) from e
 
 
 def test_pages_with_code_run_some() -> None:

@@ -25,9 +25,8 @@ from xarray_precomputed.metadata import ShardingSpec
 from xarray_precomputed.sharding import encode_shard
 from xarray_precomputed.testing import write_tensorstore_volume
 
+from . import peers
 from .helpers import sharding_dict
-
-pytest.importorskip("tensorstore")
 
 KEY = "4_4_40"
 
@@ -47,6 +46,8 @@ def volume(
     data_enc="raw",
     block_size=None,
 ):
+    """A 16 x 16 x 6 volume written by tensorstore (tests calling this skip without it)."""
+    peers.tensorstore()
     rng = np.random.default_rng(0)
     data = rng.integers(1, 200, (16, 16, 6, nc)).astype(dtype)
     write_tensorstore_volume(
@@ -232,7 +233,7 @@ def test_raw_chunk_wrong_size(tmp_path, size):
     check_message(excinfo, tmp_path, "0-4_0-4_0-3")
 
 
-def test_edge_chunk_padded_to_full_size(tmp_path):
+def test_edge_chunk_padded_to_full_size(ts, tmp_path):
     """Edge chunks are clipped; a full-size edge chunk is an error (spec 2.1)."""
     rng = np.random.default_rng(1)
     write_tensorstore_volume(

@@ -24,9 +24,6 @@ from xarray_precomputed.testing import write_tensorstore_volume
 
 from .helpers import sharding_dict
 
-ts = pytest.importorskip("tensorstore")
-
-
 VOLUMES = {
     # name: (dtype, channels, size, voxel_offset, chunk, sharding)
     "raw": ("uint16", 2, (21, 17, 9), (-3, 2, 5), (4, 5, 3), None),
@@ -66,7 +63,7 @@ def draw_selection(data, shape):
 
 
 @pytest.fixture(scope="module")
-def volumes(tmp_path_factory):
+def volumes(ts, tmp_path_factory):
     out = {}
     for name, (dtype, nc, size, offset, chunk, shard) in VOLUMES.items():
         path = tmp_path_factory.mktemp(name)

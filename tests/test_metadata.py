@@ -314,7 +314,14 @@ def test_other_values_accepted():
     info["scales"][1]["sharding"]["shard_bits"] = 32
     # NG documents non-decreasing resolutions, but neither TS nor CV enforces it.
     info["scales"].reverse()
-    VolumeInfo.from_json(info)
+    parsed = VolumeInfo.from_json(info)
+    # accepted as given, not clamped or reordered
+    assert parsed.type == "Segmentation-ish"
+    assert [s.key for s in parsed.scales] == [s["key"] for s in info["scales"]]
+    sharded = parsed.scales[0]
+    assert (sharded.sharding.preshift_bits, sharded.sharding.minishard_bits) == (64, 32)
+    assert sharded.sharding.shard_bits == 32
+    assert parsed.scales[1].voxel_offset == (-(2**40), 0, 2**40)
 
 
 @pytest.mark.parametrize(

@@ -179,9 +179,7 @@ def test_bad_factors_and_method():
 
 
 @pytest.mark.parametrize("sharded", [False, True], ids=["unsharded", "sharded"])
-def test_datatree_of_downsampled_scales_writes_multiscale(tmp_path, sharded):
-    import tensorstore as ts
-
+def test_datatree_of_downsampled_scales_writes_multiscale(ts, tmp_path, sharded):
     size, offset = (45, 38, 10), (-7, 5, 3)
     data = labels((*size, 1), 5, seed=7)
     s0 = make_array(da.from_array(data, chunks=(16, 16, 5, 1)), offset, name="segmentation")

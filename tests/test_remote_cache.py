@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tensorstore as ts
 import xarray as xr
 
 from xarray_precomputed import clear_index_caches
 from xarray_precomputed.shard_index import IndexCache, coalesce
+
+from . import peers
 
 SHARDING = {"@type": "neuroglancer_uint64_sharded_v1", "hash": "identity", "preshift_bits": 3,
             "minishard_bits": 3, "shard_bits": 0, "minishard_index_encoding": "gzip",
@@ -21,6 +22,7 @@ SHARDING = {"@type": "neuroglancer_uint64_sharded_v1", "hash": "identity", "pres
 
 
 def _write(root, seed: int) -> np.ndarray:
+    ts = peers.tensorstore()
     data = np.random.default_rng(seed).integers(0, 255, (64, 64, 64, 1), dtype=np.uint8)
     store = ts.open(
         {"driver": "neuroglancer_precomputed", "kvstore": {"driver": "file", "path": str(root)},

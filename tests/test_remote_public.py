@@ -6,7 +6,6 @@ import pickle
 
 import numpy as np
 import pytest
-import tensorstore as ts
 import xarray as xr
 
 from xarray_precomputed.backend import open_info
@@ -17,7 +16,7 @@ from . import faults, servers
 
 
 @pytest.fixture(scope="module")
-def volume(tmp_path_factory):
+def volume(ts, tmp_path_factory):
     root = tmp_path_factory.mktemp("public-volume")
     data = np.random.default_rng(9).integers(0, 255, (32, 32, 16, 1), dtype=np.uint8)
     store = ts.open(

@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 import pytest
-import tensorstore as ts
 import xarray as xr
 
 from xarray_precomputed.errors import StorageError
@@ -30,7 +29,7 @@ FAST = {"backoff": 0.005, "max_backoff": 0.02}
 
 
 @pytest.fixture(scope="module")
-def volume(tmp_path_factory):
+def volume(ts, tmp_path_factory):
     """A small tensorstore-written sharded volume (2 shards) and its data."""
     root = tmp_path_factory.mktemp("retry-volume")
     data = np.random.default_rng(5).integers(0, 255, (64, 64, 32, 1), dtype=np.uint8)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+import types
 
 import mmh3
 import numpy as np
@@ -41,10 +42,8 @@ from xarray_precomputed.sharding import (
 )
 from xarray_precomputed.testing import strategies as pst
 
+from . import peers
 from .helpers import sharding_dict
-
-cv_sharding = pytest.importorskip("cloudvolume.datasource.precomputed.sharding")
-cv_common = pytest.importorskip("cloudvolume.datasource.precomputed.common")
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MEDIUM = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -55,8 +54,17 @@ def spec_of(pre, mini, shard, hash="identity", mi_enc="raw", data_enc="raw") -> 
     return ShardingSpec.from_json(d)
 
 
-def cv_spec(spec: ShardingSpec):
-    return cv_sharding.ShardingSpecification(
+@pytest.fixture(scope="module")
+def cv():
+    """cloud-volume's sharding and Morton code modules (a peer): tests using them skip
+    without cloud-volume."""
+    sharding = pytest.importorskip("cloudvolume.datasource.precomputed.sharding")
+    common = pytest.importorskip("cloudvolume.datasource.precomputed.common")
+    return types.SimpleNamespace(sharding=sharding, common=common)
+
+
+def cv_spec(cv, spec: ShardingSpec):
+    return cv.sharding.ShardingSpecification(
         type="neuroglancer_uint64_sharded_v1",
         preshift_bits=spec.preshift_bits,
         hash=spec.hash,
@@ -98,7 +106,7 @@ def all_cells(grid) -> np.ndarray:
 
 @FAST
 @given(st.data())
-def test_morton_roundtrip_and_reference(data):
+def test_morton_roundtrip_and_reference(cv, data):
     grid = data.draw(pst.grid_shapes(max_side=2**20))
     cells = data.draw(pst.grid_cells(grid))
     ids = morton_encode(cells, grid)
@@ -106,8 +114,8 @@ def test_morton_roundtrip_and_reference(data):
     np.testing.assert_array_equal(morton_decode(ids, grid), cells)
     assert [int(i) for i in ids] == [ref_morton(c, grid) for c in cells]
     # cloud-volume's implementation (grid coordinates are uint32 there).
-    cv = np.atleast_1d(cv_common.compressed_morton_code(cells, grid))
-    np.testing.assert_array_equal(cv.astype(np.uint64), ids)
+    theirs = np.atleast_1d(cv.common.compressed_morton_code(cells, grid))
+    np.testing.assert_array_equal(theirs.astype(np.uint64), ids)
     # Codes are dense: they fit in sum(bits) bits.
     assert int(ids.max()) < 2 ** sum(compressed_morton_bits(grid))
 
@@ -131,7 +139,7 @@ def test_morton_64_bit_grid():
     np.testing.assert_array_equal(morton_decode(ids, grid), cells)
 
 
-def test_e1_worked_example():
+def test_e1_worked_example(cv):
     """Spec 7, E1: grid (5, 3, 8)."""
     grid = (5, 3, 8)
     assert compressed_morton_bits(grid) == (3, 2, 3)
@@ -151,7 +159,7 @@ def test_e1_worked_example():
     # All 120 cells agree with cloud-volume.
     cells = all_cells(grid)
     np.testing.assert_array_equal(
-        morton_encode(cells, grid), cv_common.compressed_morton_code(cells, grid)
+        morton_encode(cells, grid), cv.common.compressed_morton_code(cells, grid)
     )
     # The verified shard file: chunk 1^3 uint16, one shard, raw: 16 + 240 + 2880 bytes.
     spec = spec_of(0, 0, 0)
@@ -199,12 +207,12 @@ def test_e2_worked_example(chunk_id, ident, murmur64, murmur):
     pst.sharding_specs(max_preshift=63, max_minishard=32, max_shard=32),
     st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=20),
 )
-def test_shard_and_minishard_match_reference_and_cloudvolume(spec, ids):
+def test_shard_and_minishard_match_reference_and_cloudvolume(cv, spec, ids):
     shard, minishard = shard_and_minishard(np.array(ids, dtype=np.uint64), spec)
-    cv = cv_spec(spec)
+    theirs = cv_spec(cv, spec)
     for i, s, m in zip(ids, shard, minishard):
         assert (int(s), int(m)) == ref_location(i, spec)
-        loc = cv.compute_shard_location(i)
+        loc = theirs.compute_shard_location(i)
         assert int(loc.minishard_number) == int(m)
         # cloud-volume gives the shard number as the file-name stem.
         assert loc.shard_number + ".shard" == shard_key(int(s), spec)
@@ -347,23 +355,23 @@ def _decode_via_index(shard: bytes, spec: ShardingSpec, ids):
     return out
 
 
-def _cv_reader(spec: ShardingSpec):
-    reader = cv_sharding.ShardReader.__new__(cv_sharding.ShardReader)
-    reader.spec = cv_spec(spec)
+def _cv_reader(cv, spec: ShardingSpec):
+    reader = cv.sharding.ShardReader.__new__(cv.sharding.ShardReader)
+    reader.spec = cv_spec(cv, spec)
     return reader
 
 
 @MEDIUM
 @given(pst.sharding_specs(max_minishard=4), pst.chunk_dicts())
-def test_encode_read_shard_roundtrip(spec, chunks):
+def test_encode_read_shard_roundtrip(cv, spec, chunks):
     shard = encode_shard(chunks, spec)
     got = dict(read_shard_chunks(shard, spec, "test"))
     assert got == chunks
     assert _decode_via_index(shard, spec, list(chunks)) == chunks
     # cloud-volume reads our shards ...
-    assert _cv_reader(spec).disassemble_shard(shard) == chunks
+    assert _cv_reader(cv, spec).disassemble_shard(shard) == chunks
     # ... and we read cloud-volume's layout (all data, then all minishard indexes).
-    cv_shard = cv_sharding.synthesize_shard_file(cv_spec(spec), dict(chunks))
+    cv_shard = cv.sharding.synthesize_shard_file(cv_spec(cv, spec), dict(chunks))
     assert dict(read_shard_chunks(cv_shard, spec, "test")) == chunks
     # Only the minishards that hold chunks have non-empty index ranges.
     index = parse_shard_index(shard[: shard_index_size(spec)], spec, "test")
@@ -420,7 +428,7 @@ def test_e3_worked_example_bytes(tmp_path):
     assert encode_shard(chunks, spec) == expected
     assert shard_box_chunks(grid, spec) == (2, 2, 1)
     # tensorstore writes the identical file.
-    ts = pytest.importorskip("tensorstore")
+    ts = peers.tensorstore()
     root = tmp_path / "tiny"
     t = ts.open(
         {

@@ -91,8 +91,7 @@ TS_CASES = _cases(peers._TS_BASE, "xp")
 
 
 @pytest.mark.parametrize("case,sharding,lazy", TS_CASES)
-def test_tensorstore_reads_what_we_write(tmp_path, case, sharding, lazy):
-    import tensorstore as ts
+def test_tensorstore_reads_what_we_write(ts, tmp_path, case, sharding, lazy):
 
     root = str(tmp_path / "v")
     kwargs = {"jpeg_quality": 75} if case.encoding == "jpeg" else {}
@@ -131,8 +130,7 @@ def test_tensorstore_reads_what_we_write(tmp_path, case, sharding, lazy):
         assert names and all(n.endswith(".shard") for n in names)
 
 
-def test_tensorstore_reads_multiscale_written_in_one_call(tmp_path):
-    import tensorstore as ts
+def test_tensorstore_reads_multiscale_written_in_one_call(ts, tmp_path):
 
     case = peers.Case("xp", "raw", "uint16", 2, (37, 29, 11), (8, 8, 4), (-5, 3, -2), None)
     data = peers.make_data(case)
@@ -190,10 +188,9 @@ CV_CASES = _cases(_CV_BASE, "xp")
 
 
 def _cv_read(root) -> np.ndarray:
+    CloudVolume = peers.cloudvolume().CloudVolume
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from cloudvolume import CloudVolume
-
         cv = CloudVolume("file://" + root, fill_missing=True, progress=False, parallel=1)
         return np.asarray(cv[cv.bounds])
 

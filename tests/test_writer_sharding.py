@@ -80,10 +80,8 @@ def test_auto_sharding_properties(size, chunk, voxel_bytes, shard_bytes):
     ],
 )
 def test_auto_sharding_big_volumes_valid_for_tensorstore(
-    tmp_path, size, chunk, dtype, nc, shard_bytes
+    ts, tmp_path, size, chunk, dtype, nc, shard_bytes
 ):
-    import tensorstore as ts
-
     arr = make_array(da.zeros((*size, nc), dtype=dtype, chunks=(*size, nc)))
     url = str(tmp_path / "v")
     delayed = xp.to_precomputed(

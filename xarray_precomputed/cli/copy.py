@@ -13,6 +13,7 @@ from typing import Any
 import xarray as xr
 
 from ..backend import open_info
+from ..errors import InfoNotFoundError
 from ..metadata import VolumeInfo
 from ..writer import to_precomputed
 from .options import add_scheduler_options, add_write_options, dask_scheduler, json_object, region
@@ -23,8 +24,8 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "copy", parents=parents, help="copy a volume between stores, changing its layout",
         description="Copy a volume (all scales or one) to another store, optionally "
         "re-encoding, rechunking, resharding or cropping it. Options not given keep the "
-        "source's layout. Resuming an interrupted copy (--resume) is not available yet: "
-        "rerun with --mode w, or copy the missing region with --mode r+ --region.",
+        "source's layout. --resume continues an interrupted copy: run the same command "
+        "again with --resume and only missing or different objects are written.",
     )  # fmt: skip
     p.add_argument("src", help="source volume URL or path")
     p.add_argument("dst", help="destination volume URL or path")
@@ -37,6 +38,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--mode", default="w-", choices=("w-", "w", "a", "r+"),
                    help="w- create (default; fails if DST exists), w replace, a add the "
                    "scales to DST, r+ write into DST's existing scales")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted copy: scales already in DST are completed "
+                   "in place, objects already stored with the same bytes are skipped")  # fmt: skip
     p.add_argument("--src-storage-options", type=json_object, default=None, metavar="JSON",
                    help="fsspec options for SRC (inline JSON or @file.json)")  # fmt: skip
     p.add_argument("--dst-storage-options", type=json_object, default=None, metavar="JSON",
@@ -110,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
         res = info.scales[indices[0]].resolution
         box_nm = [(None if lo is None else lo * r, None if hi is None else hi * r)
                   for (lo, hi), r in zip(args.region, res)]  # fmt: skip
+    done_keys: set[str] = set()
+    if args.resume:  # the scales an interrupted run already put in DST's info
+        try:
+            done_keys = {s.key for s in open_info(args.dst, args.dst_storage_options)[1].scales}
+        except InfoNotFoundError:
+            pass
     total = 0
     with dask_scheduler(args.scheduler, args.workers):
         for n, index in enumerate(indices):
@@ -122,9 +132,14 @@ def run(args: argparse.Namespace) -> int:
             ):
                 ds = forget_sharding(ds)
             mode = args.mode if n == 0 or args.mode == "r+" else "a"
+            if ds.attrs["scale_key"] in done_keys:
+                mode = "r+"  # resuming: complete the scale in place
+            elif done_keys and mode in ("w-", "w"):
+                mode = "a"  # resuming: DST exists, this scale is not in it yet
             total += to_precomputed(
                 ds, args.dst, mode=mode, region="auto" if mode == "r+" else None,
-                storage_options=args.dst_storage_options, progress=not args.quiet, **options,
+                resume=args.resume, storage_options=args.dst_storage_options,
+                progress=not args.quiet, **options,
             )  # fmt: skip
     if not args.quiet:
         print(

@@ -148,7 +148,8 @@ def dask_scheduler(spec: str, workers: int | None) -> Iterator[None]:
     from distributed import Client, LocalCluster
 
     if spec == "local":
-        with LocalCluster(n_workers=workers, dashboard_address=None) as cluster:
+        # ":0": a free port for the dashboard, so no clash with another cluster's 8787
+        with LocalCluster(n_workers=workers, dashboard_address=":0") as cluster:
             with Client(cluster):
                 yield
         return
