@@ -37,7 +37,7 @@ def _data() -> np.ndarray:
 
 
 def _cloudvolume_read(url: str) -> np.ndarray:
-    cloudvolume = peers._cloudvolume()
+    cloudvolume = peers.cloudvolume()
     cv = cloudvolume.CloudVolume("file://" + url, fill_missing=True, progress=False, parallel=1)
     return np.asarray(cv[:, :, :])
 
@@ -64,7 +64,7 @@ def test_written_and_read_by_peers(tmp_path, name, chunks):
 
 def test_same_bytes_as_tensorstore_reads_and_writes_into(tmp_path):
     """tensorstore writes a region into our murmurhash volume; we read its result."""
-    import tensorstore as ts
+    ts = peers.tensorstore()
 
     url = str(tmp_path / "v")
     data = _data()
