@@ -138,8 +138,18 @@ def worker(payload: dict[str, Any]) -> None:
         client = Client(cluster)
     ctx = dask.config.set(scheduler="threads") if client is None else dask.config.set({})
     with ctx:
-        if reader not in ("tensorstore", "zarr"):
-            # untimed warm-up: imports, thread pools, the cluster's first tasks
+        # untimed warm-up: imports, library set-up, thread pools, the cluster's first tasks
+        if reader == "tensorstore":
+            import tensorstore as ts
+
+            ts.open(tensorstore_spec(path), read=True).result()[:2, :2, :2].read().result()
+        elif reader == "zarr":
+            import xarray as xr
+
+            _ = xr.open_zarr(path + ".zarr", chunks={}, consolidated=False)[variable][
+                :2, :2, :2
+            ].values
+        else:
             _ = _open(path, {} if client else None)[variable][:2, :2, :2].values
         with PeakMemory() as mem:
             t0 = time.perf_counter()

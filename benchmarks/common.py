@@ -120,13 +120,13 @@ def grid_shape(shape: Sequence[int], chunk: Sequence[int]) -> tuple[int, int, in
 
 
 def morton_bit_dims(grid: Sequence[int]) -> list[int]:
-    """Axis supplying each bit of the compressed Morton code, LSB first (spec 4.1)."""
+    """Axis supplying each bit of the compressed Morton code, LSB first (docs/format.md §4.1)."""
     bits = [int(n - 1).bit_length() for n in grid]
     return [d for i in range(max(bits, default=0)) for d in range(3) if i < bits[d]]
 
 
 def box_after(grid: Sequence[int], nbits: int) -> tuple[int, int, int]:
-    """Box (in chunks) spanned by the lowest ``nbits`` Morton bits (spec 5.1)."""
+    """Box (in chunks) spanned by the lowest ``nbits`` Morton bits (docs/format.md §5.1)."""
     k = [0, 0, 0]
     for d in morton_bit_dims(grid)[:nbits]:
         k[d] += 1
@@ -144,7 +144,7 @@ def box_sharding(
     """Identity-hash sharding whose shards are axis-aligned boxes of ``chunks_per_shard`` chunks.
 
     With identity hashing and ``preshift + minishard + shard bits`` covering every Morton bit,
-    the ``preshift + minishard`` low bits select a chunk within its shard (spec 5.1): here
+    the ``preshift + minishard`` low bits select a chunk within its shard (docs/format.md §5.1): here
     ``preshift = log2(chunks_per_minishard)``, ``minishard = log2(chunks_per_shard) - preshift``
     and ``shard_bits`` is whatever is left.
 

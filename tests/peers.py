@@ -12,7 +12,7 @@ Main entry points::
     expected = write_volume(case, str(tmp_path / "vol"))   # what the peer reads back
     np.testing.assert_array_equal(open_with_our_reader(...), expected)
 
-Notes on the peers (see spec/precomputed-format.md):
+Notes on the peers (see docs/format.md):
 
 * tensorstore never stores chunks equal to the fill value (0); cloud-volume is run with
   ``delete_black_uploads=True`` so that it does not store them either.  ``make_data`` zeroes
@@ -20,7 +20,7 @@ Notes on the peers (see spec/precomputed-format.md):
   missing shard files.
 * cloud-volume with ``compress=True`` writes ``<chunk>.gz`` files on local disk (cloud-files
   suffix convention); tensorstore cannot read those (it sees missing chunks).
-* cloud-volume's jpeg/png writers are only correct for 1 channel (spec §8 pitfall 5), so the
+* cloud-volume's jpeg/png writers are only correct for 1 channel (docs/format.md §8 pitfall 5), so the
   cloud-volume matrix only has 1-channel image encodings.
 """
 
@@ -123,7 +123,7 @@ def sharding_label(sharding: dict | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Sharding helpers (spec §4.1, §5.1)
+# Sharding helpers (docs/format.md §4.1, §5.1)
 # --------------------------------------------------------------------------------------------
 
 
@@ -661,7 +661,7 @@ def cases_tensorstore() -> list[Case]:
 
 
 # cloud-volume: only 1-channel image encodings (CV's multi-channel jpeg/png layout is broken,
-# spec §8 pitfall 5); cseg only 1 channel (CV's cseg writer squeezes the channel axis).
+# docs/format.md §8 pitfall 5); cseg only 1 channel (CV's cseg writer squeezes the channel axis).
 # Negative voxel offsets work with CV (unsharded and sharded).  CV png is dropped when
 # pyspng-seunglab is not installed (CV's only png codec); jxl when imagecodecs lacks JPEG XL.
 _CV_BASE = [

@@ -258,7 +258,7 @@ def test_datatree_nested_key(tmp_path):
 
 
 def test_multiple_chunk_sizes_use_the_first(tmp_path):
-    """Each chunk_sizes entry is a full copy; readers use the first (spec 1.2)."""
+    """Each chunk_sizes entry is a full copy; readers use the first (docs/format.md §1.2)."""
     first = random_data("uint8", 1, seed=1)
     second = random_data("uint8", 1, seed=2)
     write_tensorstore_volume(tmp_path / "a", first, chunk_size=(4, 4, 3))

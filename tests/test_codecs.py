@@ -1,4 +1,4 @@
-"""Chunk codecs (spec 3): round trips, peer decoding, golden bytes and corrupt input."""
+"""Chunk codecs (docs/format.md §3): round trips, peer decoding, golden bytes and corrupt input."""
 
 from __future__ import annotations
 
@@ -240,7 +240,7 @@ def _decode_or_corrupt(codec, data, shape):
     return out
 
 
-# Streams whose length cannot be validated from their header (spec 3.7: the compresso
+# Streams whose length cannot be validated from their header (docs/format.md §3.7: the compresso
 # "windows" section is "the rest of the stream"; png's last 12 bytes are the IEND chunk).
 TRUNCATION_TOLERANT = {"compresso": None, "png": 12}
 
@@ -362,7 +362,7 @@ def test_compresso_corrupt_windows():
 )
 def test_compresso_corrupt_header(offset, fmt, value):
     """Header: magic, u8 version, u8 width, u16 sx sy sz, u8 steps, u64 id_size,
-    u32 value_size, u64 location_size, u8 connectivity (spec 3.7)."""
+    u32 value_size, u64 location_size, u8 connectivity (docs/format.md §3.7)."""
     import struct
 
     codec, shape, array, encoded = _valid("compresso", np.random.default_rng(4))

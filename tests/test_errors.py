@@ -234,7 +234,7 @@ def test_raw_chunk_wrong_size(tmp_path, size):
 
 
 def test_edge_chunk_padded_to_full_size(ts, tmp_path):
-    """Edge chunks are clipped; a full-size edge chunk is an error (spec 2.1)."""
+    """Edge chunks are clipped; a full-size edge chunk is an error (docs/format.md §2.1)."""
     rng = np.random.default_rng(1)
     write_tensorstore_volume(
         tmp_path, rng.integers(1, 9, (6, 4, 3, 1)).astype(np.uint8), chunk_size=(4, 4, 3)
@@ -288,7 +288,7 @@ def test_gzip_encoded_chunk_is_read(tmp_path):
 
 
 def test_cloudfiles_gz_suffix_is_read(tmp_path):
-    """cloud-files stores compressed local chunks as ``<name>.gz`` (spec 2.4)."""
+    """cloud-files stores compressed local chunks as ``<name>.gz`` (docs/format.md §2.4)."""
     data = volume(tmp_path)
     f = chunk_file(tmp_path)
     f.with_name(f.name + ".gz").write_bytes(gzip.compress(f.read_bytes()))

@@ -1,4 +1,4 @@
-"""The ``info`` JSON: the validation checklist of spec 1.5, accepted variants, scale
+"""The ``info`` JSON: the validation checklist of docs/format.md §1.5, accepted variants, scale
 selection and serialisation."""
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Sharded format: Morton codes, hashing, shard geometry and shard files (spec 4 and 5).
+"""Sharded format: Morton codes, hashing, shard geometry and shard files (docs/format.md §4 and §5).
 
 Oracles: a straightforward reference implementation of the spec's pseudo-code,
 cloud-volume's ``compressed_morton_code`` / ``ShardingSpecification`` /
 ``synthesize_shard_file`` / ``ShardReader``, tensorstore-written shard files, and the
-worked examples E1-E3 of the spec digest (exact numbers and bytes).
+worked examples E1-E3 of docs/format.md §7 (exact numbers and bytes).
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ def test_shard_key(shard, bits, name):
     assert shard_key(shard, spec_of(0, 0, bits)) == name
 
 
-# -- shard geometry (spec 5.1) -------------------------------------------------------
+# -- shard geometry (docs/format.md §5.1) -------------------------------------------------------
 
 
 @pytest.mark.parametrize(

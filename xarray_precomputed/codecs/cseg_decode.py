@@ -19,7 +19,7 @@ a writable cache directory; otherwise each process compiles on first use.
 
 >>> import numpy as np
 >>> words = np.array([1, 0x01000009, 8, 11, 11, 11, 12, 0x0100000D, 12, 3, 7, 9, 7,
-...                   1, 5, 7], dtype="<u4")  # spec 3.6 worked example, block (4, 2, 2)
+...                   1, 5, 7], dtype="<u4")  # docs/format.md §3.6 worked example, block (4, 2, 2)
 >>> out = np.empty((5, 3, 2), np.uint32)  # C-ordered works too
 >>> decode_box(words, 1, len(words), (5, 3, 2), (4, 2, 2), (0, 0, 0), out)
 (0, -1)
