@@ -65,3 +65,14 @@ def test_write_region_and_replace(target, sharding):
     np.testing.assert_array_equal(_read(url, so), new)
     fs, root = fsspec.core.url_to_fs(url, **(so or {}))
     assert not fs.exists(f"{root}/4_4_40")  # the replaced scale is gone
+
+
+def test_missing_bucket_is_not_created(s3_server):
+    from xarray_precomputed.errors import StorageError
+
+    bucket = f"missing-{uuid.uuid4().hex[:12]}"
+    url = f"s3://{bucket}/vol"
+    with pytest.raises(StorageError):
+        xp.to_precomputed(make_array(rand((8, 8, 4, 1))), url, chunk_size=(8, 8, 4),
+                          storage_options=s3_server.storage_options)  # fmt: skip
+    assert not s3_server.fs().exists(bucket)

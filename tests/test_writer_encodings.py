@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 import xarray_precomputed as xp
-from xarray_precomputed.errors import WriteError
 
 from . import peers
-from .helpers import GZIP_MAGIC, make_array, rand, sharding_dict
-from .writer_helpers import all_files, cell_slices, chunk_cells, ours, parse_shard, read_info
+from .helpers import GZIP_MAGIC, make_array, sharding_dict
+from .writer_helpers import cell_slices, chunk_cells, ours, parse_shard, read_info
 
 # -- encodings and sharding layouts ----------------------------------------------------------
 
@@ -84,27 +83,6 @@ def test_lossless_encoding_identity(tmp_path, encoding, dtype, nc, block, shard_
         np.testing.assert_array_equal(codec.decode(blob, want.shape[:3], "test"), want)
     if encoding != "compresso":
         np.testing.assert_array_equal(peers.tensorstore_read(url), data)
-
-
-@pytest.mark.parametrize(
-    "spec",
-    [
-        sharding_dict(1, 2, 2, hash="murmurhash3_x86_128"),
-        sharding_dict(1, 1, 1),  # identity, but too few bits: boxes alias into one shard
-    ],
-    ids=["murmurhash", "aliasing"],
-)
-def test_scattering_sharding_refused_before_writing(tmp_path, spec):
-    url = tmp_path / "v"
-    arr = make_array(rand((40, 40, 16, 1)))
-    with pytest.raises(WriteError) as e:
-        xp.to_precomputed(arr, str(url), chunk_size=(8, 8, 4), sharding=spec)
-    msg = str(e.value)
-    assert "box" in msg and "memory" in msg  # why
-    assert "sharding='auto'" in msg and "sharding=None" in msg  # what to use instead
-    if spec["hash"] != "identity":
-        assert "murmurhash" in msg
-    assert all_files(url) == []
 
 
 def test_jpeg_quality_and_png_level_are_used_and_recorded(tmp_path):

@@ -23,8 +23,8 @@ from . import peers
 from .helpers import DIMS
 
 RES = peers.RESOLUTION
-# sharding layouts we write as given; the others (murmurhash, aliasing) are refused by the
-# writer, so those rows use sharding="auto" with small shards instead
+# sharding layouts written as given here; the others (murmurhash, aliasing) go through the
+# two-stage graph, tested against the peers in test_scattered_shards.py
 EXPLICIT_LAYOUTS = ("box_raw", "box_gzip", "box_gzip_raw", "box_raw_gzip", "mini0", "one")
 
 

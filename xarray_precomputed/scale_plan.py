@@ -16,7 +16,7 @@ from typing import Any
 
 import xarray as xr
 
-from .chunk_grid import morton_bit_dims, shard_box_chunks
+from .chunk_grid import morton_bit_dims
 from .codecs import ENCODINGS, codec_class
 from .conventions import INFO_EXTRA_ATTRS, RESERVED_ATTRS, VARIABLE_NAMES, resolution_key
 from .errors import InfoError, UnsupportedEncodingError, WriteError
@@ -122,14 +122,6 @@ def _choose_sharding(
             return None
     else:
         raise WriteError(f"sharding must be 'auto', None or a sharding spec dict, not {sharding!r}")
-    if shard_box_chunks(scale.grid_shape, spec) is None:
-        raise WriteError(
-            f"sharding {spec.to_json()} does not make each shard an axis-aligned box of chunks "
-            f"for a grid of {scale.grid_shape} chunks (murmurhash, or preshift+minishard+shard "
-            "bits fewer than the grid's Morton bits). Such shards scatter chunks over the whole "
-            "volume, so a writer would need all of them in memory at once. Use "
-            "sharding='auto' (identity hash, box-shaped shards) or sharding=None."
-        )
     return spec
 
 
@@ -142,6 +134,7 @@ def auto_sharding(
 
     >>> s = Scale(key="k", size=(1024, 1024, 1024), resolution=(8, 8, 8),
     ...           chunk_sizes=((64, 64, 64),), encoding="raw")
+    >>> from xarray_precomputed.chunk_grid import shard_box_chunks
     >>> spec = auto_sharding(s, 1, 32 * 2**20)
     >>> spec.preshift_bits + spec.minishard_bits, shard_box_chunks(s.grid_shape, spec)
     (7, (8, 4, 4))

@@ -19,6 +19,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from .chunk_grid import shard_box_chunks
 from .errors import VolumeExistsError, WriteError
 from .inputs import volume_array
 from .lazy_source import reads_from
@@ -26,6 +27,7 @@ from .metadata import VolumeInfo
 from .progress import compute as compute_with_progress
 from .resume import ResumingStore, same_info
 from .scale_plan import DEFAULT_SHARD_BYTES
+from .shard_graph import two_stage_graph
 from .storage import Store
 from .write_graph import TASK_PREFIX, write_graph
 from .write_plan import Mode, plan_tree_write, plan_write, read_existing_info
@@ -148,7 +150,7 @@ def to_precomputed(
     prepare = dask.delayed(_write_info, pure=False)(
         store, info, plan_mode, dask_key_name=f"{INFO_TASK_PREFIX}{token}"
     )
-    graph = [write_graph(store, info, p, write_empty_chunks, after=prepare) for p in plans]
+    graph = [_graph(store, info, p, write_empty_chunks, prepare) for p in plans]
     # one scale: its graph's own total; wrapping it in another delayed call would
     # convert and cull the whole graph once more while building it
     total = graph[0] if len(graph) == 1 else dask.delayed(_sum)(graph)
@@ -159,6 +161,14 @@ def to_precomputed(
         return compute_with_progress(total, progress, key_prefix=TASK_PREFIX, description=what,
                                      unit=unit)  # fmt: skip
     return total
+
+
+def _graph(store: Store, info: VolumeInfo, plan, write_empty: bool, after) -> Any:
+    scale = info.scales[plan.scale_index]
+    if scale.sharding is not None and shard_box_chunks(scale.grid_shape, scale.sharding) is None:
+        # shards that are not boxes: encode per block, then assemble per shard
+        return two_stage_graph(store, info, plan, write_empty, after, TASK_PREFIX)
+    return write_graph(store, info, plan, write_empty, after=after)
 
 
 def _sum(parts: Sequence[Any]) -> int:
