@@ -199,8 +199,29 @@ def source_block(shape, seed, lo, size, order: str = "F") -> np.ndarray:
 
 
 def _dask_block(shape, seed, order, block_info=None):
-    loc = block_info[None]["array-location"]
-    return source_block(shape, seed, [lo for lo, _ in loc], [hi - lo for lo, hi in loc], order)
+    """A block of any layout, assembled from the INPUT_CHUNK-aligned tiles that define the
+    values, so every input chunking gives the same data (and the same checksum)."""
+    loc = block_info[None]["array-location"][:3]
+    lo, hi = [a for a, _ in loc], [b for _, b in loc]
+    tiles = [
+        range(lo[d] // INPUT_CHUNK[d] * INPUT_CHUNK[d], hi[d], INPUT_CHUNK[d]) for d in range(3)
+    ]
+    if all(len(t) == 1 and t[0] == lo[d] for d, t in enumerate(tiles)):
+        if all(hi[d] - lo[d] == min(INPUT_CHUNK[d], shape[d] - lo[d]) for d in range(3)):
+            return source_block(shape, seed, lo, [hi[d] - lo[d] for d in range(3)], order)
+    out = np.empty([hi[d] - lo[d] for d in range(3)], np.uint8, order=order)
+    for tx in tiles[0]:
+        for ty in tiles[1]:
+            for tz in tiles[2]:
+                t = (tx, ty, tz)
+                size = [min(INPUT_CHUNK[d], shape[d] - t[d]) for d in range(3)]
+                tile = source_block(shape, seed, t, size, order)
+                a = [max(lo[d], t[d]) for d in range(3)]
+                b = [min(hi[d], t[d] + size[d]) for d in range(3)]
+                out[tuple(slice(a[d] - lo[d], b[d] - lo[d]) for d in range(3))] = tile[
+                    tuple(slice(a[d] - t[d], b[d] - t[d]) for d in range(3))
+                ]
+    return out
 
 
 def source_array(case: VolumeSpec, order: str = "F", input_chunk=INPUT_CHUNK):
