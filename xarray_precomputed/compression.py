@@ -1,10 +1,13 @@
-"""gzip framing (ISA-L) for shard data, minishard indexes and compressed chunk objects.
+"""gzip framing for shard data, minishard indexes and compressed chunk objects (ISA-L to
+decompress, zlib to compress: deterministic bytes).
 
 The lowest layer beside errors.py: storage, sharding and the reader use it; it imports
 nothing else from the package, so no layer reaches up into codecs/ for it.
 """
 
 from __future__ import annotations
+
+import gzip
 
 from isal import igzip, isal_zlib
 
@@ -48,9 +51,15 @@ def gzip_decompress(data: bytes, max_size: int | None, where: str) -> bytes:
     return out[0] if len(out) == 1 else b"".join(out)
 
 
-def gzip_compress(data: bytes, level: int = 2) -> bytes:
-    """gzip with ISA-L (levels 0-3): much faster than zlib, readable by every peer.
+def gzip_compress(data: bytes, level: int = 1) -> bytes:
+    """gzip with zlib at ``level`` (1: fastest), ``mtime=0``: the same data always gives
+    the same bytes, which byte-identical rewrites and resumable writes rely on.
 
-    ``mtime=0`` keeps the output deterministic: the same data gives the same bytes.
+    ISA-L compresses several times faster, but at levels 1-3 its match finder reads hash
+    tables it never initialises, so the bytes depend on what the memory held before
+    (https://github.com/intel/isa-l/issues/140); it is used for decompression only.
+
+    >>> gzip_compress(b"abc" * 4) == gzip_compress(b"abc" * 4)
+    True
     """
-    return igzip.compress(data, compresslevel=level, mtime=0)
+    return gzip.compress(data, compresslevel=level, mtime=0)
