@@ -91,7 +91,7 @@ def _ones_like_layout(chunks, dtype):
     return da.map_blocks(block, chunks=chunks, dtype=dtype, meta=np.empty((0,) * 4, dtype))
 
 
-def _measure(reader: str, path: str, variable: str, client) -> tuple[Any, dict]:
+def _measure(reader: str, path: str, variable: str) -> tuple[Any, dict]:
     """Runs one reader; returns (result, facts). Everything here is timed."""
     import dask.array as da
     import numpy as np
@@ -153,7 +153,7 @@ def worker(payload: dict[str, Any]) -> None:
             _ = _open(path, {} if client else None)[variable][:2, :2, :2].values
         with PeakMemory() as mem:
             t0 = time.perf_counter()
-            result, facts = _measure(reader, path, variable, client)
+            result, facts = _measure(reader, path, variable)
             seconds = time.perf_counter() - t0
     out: dict[str, Any] = {"seconds": seconds, "peak_extra_bytes": mem.extra, **facts}
     if isinstance(result, int):

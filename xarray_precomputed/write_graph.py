@@ -71,7 +71,7 @@ def write_graph(
         ]  # fmt: skip
         layer[(name, *index)] = (writer.write_pieces, lo, shape, pieces, after_key)
     total = f"objects-written-{token}"
-    layer[total] = (_count, list(layer))
+    layer[total] = (sum, list(layer))
     deps = [data] if after is None else [data, after]
     graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
     return Delayed(total, graph, layer=name)
@@ -117,10 +117,6 @@ class _BlockSources:
             out[k] = graph[k]
             todo.extend(get_dependencies(graph, k))
         return out
-
-
-def _count(parts: list) -> int:
-    return int(sum(int(p) for p in parts))
 
 
 def _aligned_chunks(start: int, length: int, unit: int) -> tuple[int, ...]:

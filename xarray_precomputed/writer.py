@@ -16,7 +16,6 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import dask
-import numpy as np
 import xarray as xr
 
 from .chunk_grid import shard_box_chunks
@@ -153,7 +152,7 @@ def to_precomputed(
     graph = [_graph(store, info, p, write_empty_chunks, prepare) for p in plans]
     # one scale: its graph's own total; wrapping it in another delayed call would
     # convert and cull the whole graph once more while building it
-    total = graph[0] if len(graph) == 1 else dask.delayed(_sum)(graph)
+    total = graph[0] if len(graph) == 1 else dask.delayed(sum)(graph)
     if compute:
         scales = [info.scales[p.scale_index] for p in plans]
         unit = "shard" if all(s.sharding is not None for s in scales) else "task"
@@ -169,10 +168,6 @@ def _graph(store: Store, info: VolumeInfo, plan, write_empty: bool, after) -> An
         # shards that are not boxes: encode per block, then assemble per shard
         return two_stage_graph(store, info, plan, write_empty, after, TASK_PREFIX)
     return write_graph(store, info, plan, write_empty, after=after)
-
-
-def _sum(parts: Sequence[Any]) -> int:
-    return int(sum(int(np.asarray(p).sum()) for p in parts))
 
 
 def _write_info(store: Store, info: VolumeInfo, mode: Mode) -> int:
