@@ -304,6 +304,8 @@ def run(payload: dict[str, Any], remote: Remote, timeout: float = 900) -> dict[s
 def _payload(remote: Remote, v: VolumeSpec, reader: str, kind: str, counted: bool) -> dict:
     kv, env = remote.ts_kvstore(v.name, counted)
     options = remote.storage_options if counted else remote.direct_options()
+    if reader.endswith("/fsspec"):  # this package with storage_options={"reader": "fsspec"}
+        reader, options = reader[: -len("/fsspec")], {**options, "reader": "fsspec"}
     return {"kind": kind, "reader": reader, "variable": v.variable, "url": remote.urls[v.name],
             "options": options, "kvstore": kv, "env": env}  # fmt: skip
 
@@ -330,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         help="cold cutouts per reader and box (median); default 3 quick, 5 full",
     )
     p.add_argument("--skip-full", action="store_true", help="only the cold cutouts")
+    p.add_argument(
+        "--with-fsspec",
+        action="store_true",
+        help="also measure this package with storage_options={'reader': 'fsspec'}",
+    )
     p.add_argument("--skip-cutouts", action="store_true", help="only the full reads")
     p.add_argument(
         "--max-wait",
@@ -343,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(json.loads(args.worker))
         return 0
+    full_readers, cutout_readers = FULL_READERS, CUTOUT_READERS
+    if args.with_fsspec:
+        full_readers = (*FULL_READERS, "ours-eager/fsspec", "ours-dask/fsspec")
+        cutout_readers = (*CUTOUT_READERS, "ours/fsspec")
     repeat = args.repeat or (1 if args.quick else 2)
     cut_repeat = args.cutout_repeat or (3 if args.quick else 5)
     output = args.output or RESULTS_DIR / (
@@ -366,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             for v in [] if args.skip_full else volumes:
                 best: dict[str, dict] = {}
                 for rep in range(repeat):
-                    for reader in FULL_READERS:
+                    for reader in full_readers:
                         wait_for_quiet(args.max_wait)
                         r = run(_payload(remote, v, reader, "full", counted=False), remote)
                         if "error" in r:
@@ -381,17 +392,17 @@ def main(argv: list[str] | None = None) -> int:
                         if reader not in best or r["seconds"] < best[reader]["seconds"]:
                             best[reader] = r
                 results["full"][f"{name}/{v.name}"] = best
-                mbs = {k: best.get(k, {}).get("mb_per_s") for k in FULL_READERS}
+                mbs = {k: best.get(k, {}).get("mb_per_s") for k in full_readers}
                 full_rows.append([
-                    name, v.name, *(f"{mbs[k]:.0f}" if mbs[k] else "-" for k in FULL_READERS),
+                    name, v.name, *(f"{mbs[k]:.0f}" if mbs[k] else "-" for k in full_readers),
                     _ratio(mbs["ours-eager"], mbs["tensorstore"]),
                     _ratio(mbs["ours-dask"], mbs["tensorstore"]),
                 ])  # fmt: skip
             for v in [] if args.skip_cutouts else (volumes[0], volumes[2]):
                 for box_name, box in cutout_boxes(v.shape).items():
-                    runs: dict[str, list[dict]] = {k: [] for k in CUTOUT_READERS}
+                    runs: dict[str, list[dict]] = {k: [] for k in cutout_readers}
                     for _ in range(cut_repeat):
-                        for reader in CUTOUT_READERS:
+                        for reader in cutout_readers:
                             wait_for_quiet(args.max_wait)
                             pl = _payload(remote, v, reader, "cutout", counted=True)
                             r = run({**pl, "box": box}, remote)
@@ -423,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                         name, v.name, box_name, ms(o), ms(t),
                         _ratio(o.get("seconds"), t.get("seconds")),
                         o.get("requests", "-"), t.get("requests", "-"),
+                        *([ms(med.get("ours/fsspec", {}))] if args.with_fsspec else []),
                     ])  # fmt: skip
                     print(f"  cutout {v.name} {box_name}: ours {ms(o)} ms, tensorstore {ms(t)} ms,"
                           f" requests {o.get('requests')} / {t.get('requests')}", flush=True)  # fmt: skip
@@ -432,13 +444,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if full_rows:
         print(f"Full reads, MB/s (best of {repeat}; fresh process; open included)")
-        print(format_table(["server", "volume", "tensorstore", "ours eager", "ours chunks={}",
+        print(format_table(["server", "volume", *full_readers,
                             "eager/ts", "chunks={}/ts"], full_rows))  # fmt: skip
         print()
     if cut_rows:
         print(f"Cold 64^3 cutouts, median of {cut_repeat}: ms total (open); requests")
         print(format_table(["server", "volume", "box", "ours ms", "tensorstore ms", "ours/ts",
-                            "ours req", "ts req"], cut_rows))  # fmt: skip
+                            "ours req", "ts req",
+                            *(["fsspec ms"] if args.with_fsspec else [])], cut_rows))  # fmt: skip
     write_json(output, {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine, "quick": args.quick, "volumes": markers, "results": results,

@@ -47,6 +47,7 @@ import urllib.request  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
+from urllib.parse import unquote  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 STARTUP_TIMEOUT = 20.0
@@ -86,8 +87,9 @@ class RequestLog:
         self._entries: list[tuple[str, str, str | None]] = []
 
     def record(self, method: str, path: str, range_header: str | None) -> None:
+        """Paths are kept percent-decoded: clients encode object names differently."""
         with self._lock:
-            self._entries.append((method, path, range_header))
+            self._entries.append((method, unquote(path), range_header))
 
     def reset(self) -> None:
         with self._lock:
@@ -289,6 +291,9 @@ def _set_pdeathsig() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+_GCS_API_PATHS = ("/storage/", "/upload/", "/download/", "/_internal/")
+
+
 class _ReverseProxy:
     """Counting reverse proxy: forwards method, raw path + query, headers and body; streams
     status, headers and body back unchanged (no decompression)."""
@@ -296,6 +301,7 @@ class _ReverseProxy:
     def __init__(self, log: RequestLog, name: str) -> None:
         self.log = log
         self.upstream: str | None = None
+        self.gcs_public_host = False  # send XML-API reads to fake-gcs-server's public host
         self._loop = _LoopThread(name)
         self._runner = None
         self._session = None
@@ -330,6 +336,11 @@ class _ReverseProxy:
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
         # Host is kept: fake-gcs-server builds the Location of resumable uploads from it.
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        if self.gcs_public_host and not request.raw_path.startswith(_GCS_API_PATHS):
+            # An XML-API read (GET /bucket/object, as obstore makes them): fake-gcs-server
+            # routes those by Host, as GCS serves them at storage.googleapis.com.
+            headers = [(k, v) for k, v in headers if k.lower() != "host"]
+            headers.append(("Host", "storage.googleapis.com"))
         has_body = "Content-Length" in request.headers or "Transfer-Encoding" in request.headers
         body = await request.read() if has_body else None
         url = URL(self.upstream + request.raw_path, encoded=True)
@@ -382,6 +393,7 @@ class GCSServer(_CountingMixin):
         self._tmp = tempfile.TemporaryDirectory(prefix="fake-gcs-")
         self._log = RequestLog()
         self._proxy = _ReverseProxy(self._log, "gcs-proxy")
+        self._proxy.gcs_public_host = True
         try:
             self._start_upstream(binary)
         except BaseException:

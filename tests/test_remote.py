@@ -161,9 +161,20 @@ def uploaded(request, local):
     return get
 
 
-@pytest.fixture(params=BACKENDS)
+# Reads go through obstore where it can; "/fsspec" runs the same tests on the fsspec path
+# (storage_options={"reader": "fsspec"}), which unusual options and writes still use.
+READ_PATHS = (*BACKENDS, *(f"{b}/fsspec" for b in BACKENDS))
+
+
+@pytest.fixture(params=READ_PATHS)
 def remote(request, uploaded) -> Remote:
-    return uploaded(request.param)
+    backend, _, reader = request.param.partition("/")
+    server = uploaded(backend)
+    if not reader:
+        return server
+    copy = Remote(server.name, server.server, server.urls)
+    copy.storage_options = {**server.storage_options, "reader": reader}
+    return copy
 
 
 def _cell_box(case: peers.Case, cell, box=(1, 1, 1)) -> dict[str, slice]:

@@ -267,10 +267,7 @@ class ScaleReader:
         keys = [chunk_key(self.scale, t.cell) for t in tasks]
         full = [f"{self.scale.key}/{k}" for k in keys]
         bound = self.codec.expand_bound(self.scale.chunk_size)
-        if len(full) == 1:
-            blobs = [self.store.get(full[0], bound)]
-        else:
-            blobs = self.store.get_many(full, bound)
+        blobs = self.store.get_many(full, bound)
         for task, key, data in zip(tasks, keys, blobs):
             if data is None:
                 self._missing(key)

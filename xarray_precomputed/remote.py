@@ -30,7 +30,7 @@ from .errors import StorageError
 from .retry import RetryPolicy, classify, describe
 
 # Keys of storage_options this package consumes; the rest go to fsspec.
-OWN_OPTIONS = ("retry", "index_cache", "coalesce")
+OWN_OPTIONS = ("retry", "index_cache", "coalesce", "reader")
 # Parallel requests one filesystem should carry (pool threads x ranges per call).
 POOL_SIZE = 64
 _QUIET_LOGGERS = ("gcsfs", "s3fs", "fsspec", "aiobotocore", "botocore", "google", "urllib3")

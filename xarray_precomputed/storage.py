@@ -20,6 +20,7 @@ import fsspec
 
 from .compression import gzip_decompress
 from .errors import CorruptDataError, StorageError
+from .object_reads import open_reader
 from .remote import (
     OWN_OPTIONS,
     RemoteCaller,
@@ -110,7 +111,8 @@ class Store:
         self._reset_reads()
 
     def _reset_reads(self) -> None:
-        self._read_fs: fsspec.AbstractFileSystem | None = None
+        self._read_fs: Any = None
+        self._read_root: str | None = None
         self._gcs_base = anonymous_gcs_base(self.url, self.storage_options)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -147,16 +149,32 @@ class Store:
         return self._connect()[0]
 
     @property
-    def read_fs(self) -> fsspec.AbstractFileSystem:
-        """The filesystem reads go through: ``fs``, or plain HTTP for anonymous ``gs://``."""
-        if self._gcs_base is None:
-            return self.fs
+    def read_fs(self) -> Any:
+        """What reads go through: obstore where it can (see :mod:`.object_reads`), else
+        ``fs``, or fsspec's plain HTTP for anonymous ``gs://``."""
         if self._read_fs is None:
-            self._read_fs = open_filesystem(self._gcs_base, {}, self.retry)[0]
+            try:
+                reader = open_reader(self.url, self.storage_options, self.retry, self._gcs_base)
+            except ValueError as e:
+                raise StorageError(f"cannot open storage at {self.url}: {e}") from e
+            if reader is not None:
+                self._read_fs, self._read_root = reader, reader.root
+                if reader.anonymous:
+                    # Recorded, so pickled copies (Dask workers) and writes agree.
+                    self.storage_options = {**self.storage_options, "anon": True}
+                    self._fs = None
+            elif self._gcs_base is not None:
+                self._read_fs = open_filesystem(self._gcs_base, {}, self.retry)[0]
+            else:
+                return self.fs
         return self._read_fs
 
     def read_path(self, key: str) -> str:
         """What :attr:`read_fs` calls the object ``key``."""
+        if self._read_fs is None and not self.is_local:
+            _ = self.read_fs  # decides between obstore and fsspec
+        if self._read_root is not None:
+            return self.path(key, self._read_root).lstrip("/")
         if self._gcs_base is None:
             return self.path(key)
         return gcs_media_url(self._gcs_base, self.path(key, self.url.split("://", 1)[1]))
@@ -211,6 +229,10 @@ class Store:
                 except Exception as e:  # the object is there but corrupt
                     raise CorruptDataError(f"cannot decompress {path + suffix}: {e}") from e
             return None
+        data = self._get_remote(key)
+        return data if data is None or isinstance(data, bytes) else bytes(data)
+
+    def _get_remote(self, key: str) -> bytes | memoryview | None:
         path = self.read_path(key)
         remote = self._remote
         try:
@@ -232,7 +254,7 @@ class Store:
         page faults of a fresh multi-MiB allocation per shard.
         """
         if not self.is_local:
-            return self.get(key)
+            return self._get_remote(key)  # obstore's buffer as is: no copy
         path = self.path(key)
         try:
             f = open(path, "rb", buffering=0)
@@ -256,7 +278,7 @@ class Store:
 
     def get_many(self, keys: Sequence[str], max_size: int | None = None) -> list[bytes | None]:
         """Several whole objects, fetched concurrently on remote stores."""
-        if self.is_local or len(keys) < 2:
+        if self.is_local:
             return [self.get(k, max_size) for k in keys]
         paths = [self.read_path(k) for k in keys]
         # cat_ranges without bounds, not cat: no glob expansion of the paths (a media
