@@ -301,7 +301,7 @@ class _ReverseProxy:
     def __init__(self, log: RequestLog, name: str) -> None:
         self.log = log
         self.upstream: str | None = None
-        self.gcs_public_host = False  # send XML-API reads to fake-gcs-server's public host
+        self.gcs_public_host: str | None = None  # Host for fake-gcs-server's XML-API reads
         self._loop = _LoopThread(name)
         self._runner = None
         self._session = None
@@ -338,9 +338,10 @@ class _ReverseProxy:
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         if self.gcs_public_host and not request.raw_path.startswith(_GCS_API_PATHS):
             # An XML-API read (GET /bucket/object, as obstore makes them): fake-gcs-server
-            # routes those by Host, as GCS serves them at storage.googleapis.com.
+            # routes those by Host (GCS serves them at storage.googleapis.com); its
+            # -public-host is its own address, so direct requests are routed too.
             headers = [(k, v) for k, v in headers if k.lower() != "host"]
-            headers.append(("Host", "storage.googleapis.com"))
+            headers.append(("Host", self.gcs_public_host))
         has_body = "Content-Length" in request.headers or "Transfer-Encoding" in request.headers
         body = await request.read() if has_body else None
         url = URL(self.upstream + request.raw_path, encoded=True)
@@ -393,7 +394,6 @@ class GCSServer(_CountingMixin):
         self._tmp = tempfile.TemporaryDirectory(prefix="fake-gcs-")
         self._log = RequestLog()
         self._proxy = _ReverseProxy(self._log, "gcs-proxy")
-        self._proxy.gcs_public_host = True
         try:
             self._start_upstream(binary)
         except BaseException:
@@ -421,7 +421,9 @@ class GCSServer(_CountingMixin):
         for _attempt in range(3):  # the free port can be stolen between probe and bind
             port = _free_port()
             self.upstream_url = f"http://{LOOPBACK}:{port}"
+            self.public_host = f"{LOOPBACK}:{port}"
             self._proxy.upstream = self.upstream_url
+            self._proxy.gcs_public_host = self.public_host
             self._errlog = Path(self._tmp.name) / f"fake-gcs-server-{port}.log"
             with open(self._errlog, "wb") as err:
                 # stderr goes to a file: the wrapper's FakeGCSServer pipes it and never reads
@@ -442,6 +444,8 @@ class GCSServer(_CountingMixin):
                         # forwards unchanged.)
                         "-external-url",
                         self._proxy.url,
+                        "-public-host",
+                        self.public_host,
                         "-log-level",
                         "warn",
                     ],

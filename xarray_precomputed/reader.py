@@ -43,7 +43,7 @@ from .sharding import (
 from .storage import Store, io_pool
 
 AxisSel = slice | np.ndarray
-_REMOTE_BATCH = 64
+_REMOTE_BATCH = 8  # chunks per remote task: 8 tasks in flight keep 64 requests going
 
 
 @dataclass
