@@ -221,10 +221,10 @@ class Remote:
 # -- worker side (a fresh process per measurement) -----------------------------------------------
 
 
-def _open_ours(url: str, options: dict[str, Any], chunks: Any):
+def _open_ours(url: str, options: dict[str, Any], chunks: Any, engine: Any = "precomputed"):
     import xarray as xr
 
-    return xr.open_dataset(url, engine="precomputed", chunks=chunks, storage_options=options)
+    return xr.open_dataset(url, engine=engine, chunks=chunks, storage_options=options)
 
 
 def _read(payload: dict[str, Any], box: list[list[int]] | None) -> tuple[Any, float]:
@@ -254,7 +254,10 @@ def _read(payload: dict[str, Any], box: list[list[int]] | None) -> tuple[Any, fl
         with dask.config.set(scheduler="threads"):
             da.store(arr, out, lock=False)
         return out, t_open
-    ds = _open_ours(payload["url"], payload["options"], None)
+    engine: Any = "precomputed"
+    if payload.get("engine_class"):  # skips xarray's search of installed packages' entry points
+        from xarray_precomputed import PrecomputedBackendEntrypoint as engine
+    ds = _open_ours(payload["url"], payload["options"], None, engine)
     t_open = time.perf_counter() - t0
     v = ds[var] if sel is None else ds[var][sel]
     return v.values, t_open
@@ -306,8 +309,11 @@ def _payload(remote: Remote, v: VolumeSpec, reader: str, kind: str, counted: boo
     options = remote.storage_options if counted else remote.direct_options()
     if reader.endswith("/fsspec"):  # this package with storage_options={"reader": "fsspec"}
         reader, options = reader[: -len("/fsspec")], {**options, "reader": "fsspec"}
+    engine_class = reader.endswith("/class")  # engine=PrecomputedBackendEntrypoint
+    reader = reader.removesuffix("/class")
     return {"kind": kind, "reader": reader, "variable": v.variable, "url": remote.urls[v.name],
-            "options": options, "kvstore": kv, "env": env}  # fmt: skip
+            "options": options, "kvstore": kv, "env": env,
+            "engine_class": engine_class}  # fmt: skip
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -333,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--skip-full", action="store_true", help="only the cold cutouts")
     p.add_argument(
+        "--with-engine-class",
+        action="store_true",
+        help="also time cold cutouts opened with engine=PrecomputedBackendEntrypoint (no "
+        "entry-point search by xarray)",
+    )
+    p.add_argument(
         "--with-fsspec",
         action="store_true",
         help="also measure this package with storage_options={'reader': 'fsspec'}",
@@ -353,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     full_readers, cutout_readers = FULL_READERS, CUTOUT_READERS
     if args.with_fsspec:
         full_readers = (*FULL_READERS, "ours-eager/fsspec", "ours-dask/fsspec")
-        cutout_readers = (*CUTOUT_READERS, "ours/fsspec")
+        cutout_readers = (*cutout_readers, "ours/fsspec")
+    if args.with_engine_class:
+        cutout_readers = (*cutout_readers, "ours/class")
     repeat = args.repeat or (1 if args.quick else 2)
     cut_repeat = args.cutout_repeat or (3 if args.quick else 5)
     output = args.output or RESULTS_DIR / (
@@ -435,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                         _ratio(o.get("seconds"), t.get("seconds")),
                         o.get("requests", "-"), t.get("requests", "-"),
                         *([ms(med.get("ours/fsspec", {}))] if args.with_fsspec else []),
+                        *([ms(med.get("ours/class", {}))] if args.with_engine_class else []),
                     ])  # fmt: skip
                     print(f"  cutout {v.name} {box_name}: ours {ms(o)} ms, tensorstore {ms(t)} ms,"
                           f" requests {o.get('requests')} / {t.get('requests')}", flush=True)  # fmt: skip
@@ -451,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Cold 64^3 cutouts, median of {cut_repeat}: ms total (open); requests")
         print(format_table(["server", "volume", "box", "ours ms", "tensorstore ms", "ours/ts",
                             "ours req", "ts req",
-                            *(["fsspec ms"] if args.with_fsspec else [])], cut_rows))  # fmt: skip
+                            *(["fsspec ms"] if args.with_fsspec else []),
+                            *(["engine class ms"] if args.with_engine_class else [])],
+                           cut_rows))  # fmt: skip
     write_json(output, {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine, "quick": args.quick, "volumes": markers, "results": results,
