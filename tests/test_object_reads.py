@@ -169,3 +169,16 @@ def test_reads_equal_through_both_paths(s3_server, gcs_server, http_server, tmp_
             )
         assert got["obstore"] == got["fsspec"], server
         assert got["obstore"][0] == data and got["obstore"][1][1] == data[16000:]
+
+
+def test_volumes_on_one_server_share_a_client(http_server, s3_server):
+    """One obstore client (and connection pool) per server and configuration."""
+    a = Store(http_server.endpoint_url + "/a").read_fs
+    b = Store(http_server.endpoint_url + "/b/c").read_fs
+    assert a.store is b.store and (a.root, b.root) == ("a", "b/c")
+    opts = s3_server.storage_options
+    s1 = Store(s3_server.new_url("one"), opts).read_fs
+    s2 = Store(s3_server.new_url("two"), opts).read_fs
+    assert s1.store is s2.store and s1.store is not a.store
+    other = Store(s3_server.new_url("three"), {**opts, "retry": {"timeout": 7}}).read_fs
+    assert other.store is not s1.store  # another timeout: another client

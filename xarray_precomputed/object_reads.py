@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from .pools import fetch_pool, per_process
 from .remote import OWN_OPTIONS
 from .retry import RetryPolicy
 
@@ -145,7 +144,7 @@ class ObjectReader:
 
         # Each request on its own thread, blocked in Rust without the GIL: measured 2x the
         # throughput of awaiting obstore's coroutines on a Python event loop.
-        out = list(_fetch_pool().map(one, zip(paths, starts, ends)))
+        out = list(fetch_pool().map(one, zip(paths, starts, ends)))
         if on_error != "return":
             for r in out:
                 if isinstance(r, BaseException):
@@ -174,23 +173,6 @@ def _past_end(exc: BaseException) -> bool:
 def _no_ranges(exc: BaseException) -> bool:
     """Whether the server ignored the Range header: then the whole object is read once."""
     return type(exc).__name__ == "NotSupportedError" and "Range" in str(exc)
-
-
-# -- threads for concurrent requests ------------------------------------------------------
-
-FETCH_THREADS = 64  # requests in flight per process, as fsspec's pools allow
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
-_pool_lock = threading.Lock()
-
-
-def _fetch_pool() -> ThreadPoolExecutor:
-    global _pool, _pool_pid
-    with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():  # a forked child needs its own
-            _pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="precomputed-fetch")
-            _pool_pid = os.getpid()
-        return _pool
 
 
 # -- choosing and configuring the store ----------------------------------------------------
@@ -242,13 +224,26 @@ def open_reader(
     return ObjectReader(store, root, anonymous)
 
 
+def _client(kind: str, target: str, **kwargs: Any) -> Any:
+    """One obstore client per configuration and process: volumes on one server share its
+    connections, and its set-up (~5 ms, mostly loading TLS root certificates) is paid once."""
+
+    def make() -> Any:
+        import obstore.store
+
+        cls = getattr(obstore.store, kind)
+        return cls.from_url(target, **kwargs) if kind == "HTTPStore" else cls(target, **kwargs)
+
+    return per_process(("obstore", kind, target, repr(sorted(kwargs.items()))), make)
+
+
 def _http(protocol: str, rest: str, options: dict, client: dict, retry: dict):
     if set(options) - _OWN:  # headers, auth, client_kwargs: aiohttp's business
         return None
-    from obstore.store import HTTPStore
-
     origin, _, root = rest.partition("/")
-    store = HTTPStore.from_url(f"{protocol}://{origin}", client_options=client, retry_config=retry)
+    store = _client(
+        "HTTPStore", f"{protocol}://{origin}", client_options=client, retry_config=retry
+    )
     return store, root.strip("/"), False
 
 
@@ -256,10 +251,8 @@ def _gcs(rest: str, base: str, client: dict, retry: dict):
     # Anonymous reads are plain GETs of <base>/<bucket>/<object> (GCS's XML API): an HTTP
     # store makes them, and is made in a third of the time of obstore's GCS client, which
     # prepares for credentials that an anonymous read never needs.
-    from obstore.store import HTTPStore
-
     bucket, _, root = rest.partition("/")
-    store = HTTPStore.from_url(f"{base}/{bucket}", client_options=client, retry_config=retry)
+    store = _client("HTTPStore", f"{base}/{bucket}", client_options=client, retry_config=retry)
     return store, root.strip("/"), False
 
 
@@ -267,8 +260,6 @@ def _s3(rest: str, options: dict, client: dict, retry: dict):
     kwargs = dict(options.get("client_kwargs") or {})
     if set(options) - _OWN - _S3_KEYS - {"client_kwargs"} or set(kwargs) - _S3_CLIENT_KEYS:
         return None
-    from obstore.store import S3Store
-
     bucket, _, root = rest.partition("/")
     endpoint = options.get("endpoint_url") or kwargs.get("endpoint_url")
     config: dict[str, Any] = {}
@@ -293,7 +284,7 @@ def _s3(rest: str, options: dict, client: dict, retry: dict):
         config.setdefault("region", region or "us-east-1")
     else:
         config["region"] = region or bucket_region(bucket)
-    store = S3Store(bucket, config=config, client_options=client, retry_config=retry)
+    store = _client("S3Store", bucket, config=config, client_options=client, retry_config=retry)
     return store, root.strip("/"), anonymous
 
 

@@ -23,6 +23,7 @@ from .compression import GZIP_MAGIC, gzip_decompress
 from .errors import ChunkNotFoundError, CorruptDataError
 from .layout import copy_into
 from .metadata import Scale, VolumeInfo
+from .pools import io_pool
 from .shard_index import (
     IndexCache,
     coalescing_options,
@@ -40,7 +41,7 @@ from .sharding import (
     shard_index_size,
     shard_key,
 )
-from .storage import Store, io_pool
+from .storage import Store
 
 AxisSel = slice | np.ndarray
 _REMOTE_BATCH = 8  # chunks per remote task: 8 tasks in flight keep 64 requests going

@@ -12,7 +12,6 @@ import os
 import threading
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -31,30 +30,7 @@ from .remote import (
 from .retry import RetryPolicy, describe
 
 _PREFIX = "precomputed://"
-_executor: ThreadPoolExecutor | None = None
-_local_executor: ThreadPoolExecutor | None = None
-_executor_lock = threading.Lock()
 _thread_buffers = threading.local()
-
-
-def io_pool(local: bool = False) -> ThreadPoolExecutor:
-    """A process-wide pool for blocking reads and GIL-releasing decodes.
-
-    Local reads are CPU-bound copies and decodes: one thread per core. Remote
-    reads mostly wait on the network: more threads keep more requests in flight.
-    """
-    global _executor, _local_executor
-    with _executor_lock:
-        cores = os.cpu_count() or 2
-        if local:
-            if _local_executor is None:
-                _local_executor = ThreadPoolExecutor(cores, thread_name_prefix="precomputed")
-            return _local_executor
-        if _executor is None:
-            _executor = ThreadPoolExecutor(
-                max_workers=max(8, 4 * cores), thread_name_prefix="precomputed-io"
-            )
-        return _executor
 
 
 def normalize_url(url: str | os.PathLike) -> str:
