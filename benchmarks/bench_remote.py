@@ -3,6 +3,8 @@
     python benchmarks/bench_remote.py --quick       # ~4 min: 64 MiB volumes, 3 cutout repeats
     python benchmarks/bench_remote.py               # 256 MiB sharded / 128 MiB unsharded volumes
     python benchmarks/bench_remote.py --servers http s3 --repeat 3
+    python benchmarks/bench_remote.py --with-fsspec --with-values --with-engine-class
+        # also: the fsspec read path, chunks={} + .values, engine=<class> cold cutouts
 
 Starts the servers itself, all on 127.0.0.1: nginx serving the volume directories with Range
 (aiohttp's static server when nginx is not installed), moto S3 and fake-gcs-server (the
@@ -254,6 +256,13 @@ def _read(payload: dict[str, Any], box: list[list[int]] | None) -> tuple[Any, fl
         with dask.config.set(scheduler="threads"):
             da.store(arr, out, lock=False)
         return out, t_open
+    if reader == "ours-values":  # chunks={} then .values: Dask's concatenation included
+        import dask
+
+        ds = _open_ours(payload["url"], payload["options"], {})
+        t_open = time.perf_counter() - t0
+        with dask.config.set(scheduler="threads"):
+            return (ds[var] if sel is None else ds[var][sel]).values, t_open
     engine: Any = "precomputed"
     if payload.get("engine_class"):  # skips xarray's search of installed packages' entry points
         from xarray_precomputed import PrecomputedBackendEntrypoint as engine
@@ -339,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--skip-full", action="store_true", help="only the cold cutouts")
     p.add_argument(
+        "--with-values",
+        action="store_true",
+        help="also time chunks={} + .values (full reads)",
+    )
+    p.add_argument(
         "--with-engine-class",
         action="store_true",
         help="also time cold cutouts opened with engine=PrecomputedBackendEntrypoint (no "
@@ -366,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.with_fsspec:
         full_readers = (*FULL_READERS, "ours-eager/fsspec", "ours-dask/fsspec")
         cutout_readers = (*cutout_readers, "ours/fsspec")
+    if args.with_values:
+        full_readers = (*full_readers, "ours-values")
     if args.with_engine_class:
         cutout_readers = (*cutout_readers, "ours/class")
     repeat = args.repeat or (1 if args.quick else 2)
