@@ -58,27 +58,128 @@ def _read_of_part(task, name, part: tuple[slice, ...]) -> Task | None:
                 **task.kwargs)  # fmt: skip
 
 
-def assemble_box(shape: Sequence[int], pieces) -> InputPieces:
-    """One x-fastest array of a task's box from its pieces, computing recipes one at a time.
+def assemble_box(
+    shape: Sequence[int], pieces, origin: Sequence[int], chunk_size: Sequence[int]
+) -> ChunkedBox:
+    """A task's box from its pieces, computing recipes one block at a time.
 
-    ``pieces`` holds (block or recipe, offset of the block from the box's origin).
+    ``pieces`` holds (block or recipe, offset of the block from the box's origin);
+    ``origin`` is the box's position in the scale and ``chunk_size`` the scale's chunk
+    size: the box is kept as one x-fastest array per storage chunk, so that encoding
+    can free each chunk's voxels as it goes (:meth:`ChunkedBox.take`).
     """
     out = None
     for piece, off in pieces:
         lo = [max(0, off[d]) for d in range(3)]
         hi = [min(shape[d], off[d] + piece.shape[d]) for d in range(3)]
         src = tuple(slice(lo[d] - off[d], hi[d] - off[d]) for d in range(3))
-        dst = tuple(slice(lo[d], hi[d]) for d in range(3))
         if isinstance(piece, BlockRecipe):
             array = piece.compute((*src, slice(None)))
         else:
             array = np.asarray(piece)[src]
         if out is None:
-            out = np.empty(tuple(shape), array.dtype, order="F")
-        copy_into(out[dst], array)
+            out = ChunkedBox(shape, array.dtype, origin, chunk_size)
+        out.write(lo, array)
         del array
     assert out is not None, "a write task's box overlaps at least one input block"
-    return InputPieces(out.shape, [(out, (0, 0, 0))])
+    return out
+
+
+class ChunkedBox:
+    """A write task's box (x, y, z, channel) held as one x-fastest array per storage chunk.
+
+    A task that computes its input blocks itself copies each into the chunks it overlaps
+    and frees it; encoding then takes the chunks one by one (:meth:`take`), so the box's
+    memory is given back while the shard's bytes are appended: a task holds about one
+    shard, not its box and its shard at once.
+
+    >>> box = ChunkedBox((4, 2, 2, 1), np.dtype("uint8"), (2, 0, 0), (4, 4, 4))
+    >>> box.write((0, 0, 0), np.arange(16, dtype="uint8").reshape(4, 2, 2, 1))
+    >>> sorted(box.parts)  # x is cut at 4 (scale coordinates): box x 0-2 and 2-4
+    [(0, 0, 0), (1, 0, 0)]
+    >>> box.take((slice(2, 4), slice(0, 2), slice(0, 2)))[:, 0, 0, 0].tolist()
+    [8, 12]
+    >>> sorted(box.parts)
+    [(0, 0, 0)]
+    """
+
+    def __init__(self, shape, dtype, origin, chunk_size):
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+        self.cuts = []  # per axis: where chunks start and end, in box coordinates
+        for d in range(3):
+            c, o, n = int(chunk_size[d]), int(origin[d]), self.shape[d]
+            inner = range((o // c + 1) * c - o, n, c)
+            self.cuts.append([0, *inner, n])
+        self.parts: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def _cells(self, lo, hi):
+        """(cell, its part's lo, its part's hi) of the cells overlapping [lo, hi)."""
+        spans = []
+        for d in range(3):
+            cuts = self.cuts[d]
+            first = int(np.searchsorted(cuts, lo[d], side="right")) - 1
+            spans.append([(i, cuts[i], cuts[i + 1]) for i in range(max(first, 0), len(cuts) - 1)
+                          if cuts[i] < hi[d]])  # fmt: skip
+        for i, x0, x1 in spans[0]:
+            for j, y0, y1 in spans[1]:
+                for k, z0, z1 in spans[2]:
+                    yield (i, j, k), (x0, y0, z0), (x1, y1, z1)
+
+    def write(self, lo: Sequence[int], array: np.ndarray) -> None:
+        """Copy ``array`` into the box at ``lo``."""
+        hi = [lo[d] + array.shape[d] for d in range(3)]
+        for cell, c0, c1 in self._cells(lo, hi):
+            part = self.parts.get(cell)
+            if part is None:
+                shape = (*(c1[d] - c0[d] for d in range(3)), self.shape[3])
+                part = self.parts[cell] = np.empty(shape, self.dtype, order="F")
+            a = [max(lo[d], c0[d]) for d in range(3)]
+            b = [min(hi[d], c1[d]) for d in range(3)]
+            dst = tuple(slice(a[d] - c0[d], b[d] - c0[d]) for d in range(3))
+            src = tuple(slice(a[d] - lo[d], b[d] - lo[d]) for d in range(3))
+            copy_into(part[dst], array[src])
+
+    def get(self, sel: Sequence[slice]) -> np.ndarray:
+        """``box[sel]`` (x, y, z slices), x-fastest; do not modify it."""
+        lo = [s.start for s in sel]
+        hi = [s.stop for s in sel]
+        cells = list(self._cells(lo, hi))
+        if len(cells) == 1 and list(cells[0][1]) == lo and list(cells[0][2]) == hi:
+            return self.parts[cells[0][0]]
+        out = np.empty((*(hi[d] - lo[d] for d in range(3)), self.shape[3]), self.dtype, order="F")
+        for cell, c0, c1 in cells:
+            a = [max(lo[d], c0[d]) for d in range(3)]
+            b = [min(hi[d], c1[d]) for d in range(3)]
+            dst = tuple(slice(a[d] - lo[d], b[d] - lo[d]) for d in range(3))
+            src = tuple(slice(a[d] - c0[d], b[d] - c0[d]) for d in range(3))
+            copy_into(out[dst], self.parts[cell][src])
+        return out
+
+    def copy_to(self, sel: Sequence[slice], out: np.ndarray, release: bool = False) -> None:
+        """Copy ``box[sel]`` into ``out``; with ``release``, forget the chunk when ``sel``
+        is exactly one chunk's part (for a task that will not read it again)."""
+        lo = [s.start for s in sel]
+        hi = [s.stop for s in sel]
+        cells = list(self._cells(lo, hi))
+        for cell, c0, c1 in cells:
+            a = [max(lo[d], c0[d]) for d in range(3)]
+            b = [min(hi[d], c1[d]) for d in range(3)]
+            dst = tuple(slice(a[d] - lo[d], b[d] - lo[d]) for d in range(3))
+            src = tuple(slice(a[d] - c0[d], b[d] - c0[d]) for d in range(3))
+            copy_into(out[dst], self.parts[cell][src])
+        if release and len(cells) == 1 and list(cells[0][1]) == lo and list(cells[0][2]) == hi:
+            del self.parts[cells[0][0]]
+
+    def take(self, sel: Sequence[slice]) -> np.ndarray:
+        """:meth:`get`, and forget the chunk when ``sel`` is exactly one chunk's part
+        (for a task that will not read it again)."""
+        lo = [s.start for s in sel]
+        hi = [s.stop for s in sel]
+        cells = list(self._cells(lo, hi))
+        if len(cells) == 1 and list(cells[0][1]) == lo and list(cells[0][2]) == hi:
+            return self.parts.pop(cells[0][0])
+        return self.get(sel)
 
 
 class InputPieces:
@@ -101,6 +202,11 @@ class InputPieces:
         if len(self.pieces) == 1 and self.pieces[0][1] == (0, 0, 0):
             return fortran_order(self.pieces[0][0][tuple(sel)])
         out = np.empty(shape, self.dtype, order="F")
+        self.copy_to(sel, out)
+        return out
+
+    def copy_to(self, sel: Sequence[slice], out: np.ndarray, release: bool = False) -> None:
+        """Copy ``block[sel]`` into ``out`` (the blocks belong to Dask: nothing to release)."""
         for array, off in self.pieces:
             lo = [max(sel[d].start, off[d]) for d in range(3)]
             hi = [min(sel[d].stop, off[d] + array.shape[d]) for d in range(3)]
@@ -109,7 +215,10 @@ class InputPieces:
             src = tuple(slice(lo[d] - off[d], hi[d] - off[d]) for d in range(3))
             dst = tuple(slice(lo[d] - sel[d].start, hi[d] - sel[d].start) for d in range(3))
             copy_into(out[dst], array[src])
-        return out
+
+    def take(self, sel: Sequence[slice]) -> np.ndarray:
+        """:meth:`get` (the blocks belong to Dask: nothing to free)."""
+        return self.get(sel)
 
 
 def fortran_order(array: np.ndarray) -> np.ndarray:

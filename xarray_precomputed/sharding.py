@@ -192,8 +192,10 @@ def encode_chunk_data(data: bytes, spec: ShardingSpec) -> bytes:
 
 
 def assemble_shard(
-    entries: Sequence[tuple[int, Callable[[], bytes | memoryview | None]]], spec: ShardingSpec
-) -> bytearray | None:
+    entries: Sequence[tuple[int, Callable[[], bytes | memoryview | None]]],
+    spec: ShardingSpec,
+    capacity: int | None = None,
+) -> bytearray | memoryview | None:
     """Build a shard file, producing each chunk's bytes only when it is appended.
 
     ``entries`` pairs chunk ids with callables returning the chunk's stored bytes
@@ -202,6 +204,12 @@ def assemble_shard(
     (ascending) its chunks by ascending id, followed by its minishard index. Bytes
     are appended as they are produced, so memory stays near the shard's size.
     Returns ``None`` when no chunk remains (an empty shard is never written).
+
+    With ``capacity`` (the most bytes the shard can take, see :func:`shard_capacity`)
+    the shard is built in one buffer of that size, returned as a memoryview of its
+    used part: no reallocation as it grows (each can copy the shard, and leaves holes
+    in the heap that count in the process's memory); pages never written are never
+    touched. Without it (or should the shard outgrow it), a growing bytearray.
     """
     if not entries:
         return None
@@ -213,7 +221,7 @@ def assemble_shard(
     ):
         raise ValueError("duplicate chunk ids in one shard")
     isize = shard_index_size(spec)
-    out = bytearray(isize)
+    out = _ShardBuffer(isize, capacity)
     header = np.zeros(((1 << spec.minishard_bits), 2), dtype="<u8")
     current: list = [None, [], [], []]  # minishard, ids, relative starts, sizes
 
@@ -237,22 +245,107 @@ def assemble_shard(
         out.extend(index_bytes)
 
     for i in order:
-        blob = entries[i][1]()
-        if blob is None:
-            continue
         m = int(minishards[i])
         if m != current[0]:
-            flush()
+            flush()  # before the chunk's bytes: they may be written in place
             current[:] = [m, [], [], []]
+        blob = entries[i][1]()
+        if isinstance(blob, InPlace):
+            blob = out.fill(blob)
+        if blob is None:
+            continue
         current[1].append(int(ids[i]))
         current[2].append(len(out) - isize)
         current[3].append(len(blob))
-        out.extend(blob)
+        out.extend(blob)  # a no-op for bytes filled in place
     flush()
     if len(out) == isize:
         return None
-    out[:isize] = header.tobytes()
-    return out
+    return out.finish(header.tobytes())
+
+
+def shard_capacity(spec: ShardingSpec, chunk_sizes: Sequence[int]) -> int:
+    """The most bytes a shard of chunks of at most ``chunk_sizes`` stored bytes each can take
+    (index, chunks, minishard indexes, whatever the minishards the chunks fall in)."""
+    n = len(chunk_sizes)
+    index = 24 * n
+    if spec.minishard_index_encoding == "gzip":  # deflate's worst case, a header per minishard
+        index += index // 1000 + 64 * min(n, 1 << spec.minishard_bits) + 64
+    return shard_index_size(spec) + int(sum(chunk_sizes)) + index
+
+
+class InPlace:
+    """A chunk's stored bytes written straight into the shard being assembled, with no
+    copy of their own: what a producer may return instead of the bytes (raw chunks).
+
+    ``fill(dst)`` writes ``size`` bytes into the uint8 array ``dst`` and returns whether
+    the chunk is kept (``False``: leave it out, as a producer returning ``None``).
+    """
+
+    __slots__ = ("size", "fill")
+
+    def __init__(self, size: int, fill: Callable[[np.ndarray], bool]) -> None:
+        self.size = size
+        self.fill = fill
+
+
+class _Filled:
+    """What :meth:`_ShardBuffer.fill` returns for a chunk kept: its length, nothing to copy."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class _ShardBuffer:
+    """What :func:`assemble_shard` appends to: a bytearray, or one preallocated buffer."""
+
+    def __init__(self, isize: int, capacity: int | None) -> None:
+        if capacity is not None and capacity >= isize:
+            self.buf = np.empty(capacity, np.uint8)  # not zeroed: no page touched yet
+            self.ba = None
+        else:
+            self.buf = None
+            self.ba = bytearray(isize)
+        self.n = isize
+
+    def __len__(self) -> int:
+        return self.n
+
+    def fill(self, chunk: InPlace) -> _Filled | None:
+        """Write ``chunk`` at the end; its bytes count once :meth:`extend` is given the result."""
+        size = chunk.size
+        if self.buf is not None and self.n + size <= len(self.buf):
+            if not chunk.fill(self.buf[self.n : self.n + size]):
+                return None
+            return _Filled(size)
+        tmp = np.empty(size, np.uint8)
+        return tmp if chunk.fill(tmp) else None
+
+    def extend(self, data) -> None:
+        size = len(data)
+        if isinstance(data, _Filled):  # already in place
+            self.n += size
+            return
+        if self.buf is not None and self.n + size > len(self.buf):
+            self.ba = bytearray(self.buf[: self.n])  # should not happen: the capacity was wrong
+            self.buf = None
+        if self.buf is not None:
+            self.buf[self.n : self.n + size] = np.frombuffer(data, np.uint8)
+        else:
+            self.ba.extend(data)
+        self.n += size
+
+    def finish(self, header: bytes) -> bytearray | memoryview:
+        if self.buf is None:
+            self.ba[: len(header)] = header
+            return self.ba
+        self.buf[: len(header)] = np.frombuffer(header, np.uint8)
+        return memoryview(self.buf)[: self.n]
 
 
 def stored_chunks(shard: bytes, spec: ShardingSpec, where: str) -> Iterable[tuple[int, memoryview]]:

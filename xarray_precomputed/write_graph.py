@@ -69,6 +69,11 @@ def write_graph(
             for bj in range(first[1][index[1]], last[1][index[1]])
             for bk in range(first[2][index[2]], last[2][index[2]])
         ]  # fmt: skip
+        if any(isinstance(block, BlockRecipe) for block, _ in pieces):
+            # the task computes blocks itself: then all of them, so that Dask does not
+            # compute the blocks only it needs ahead of it and keep them waiting
+            for piece in pieces:
+                piece[0] = sources.recipe(piece[0])
         layer[(name, *index)] = (writer.write_pieces, lo, shape, pieces, after_key)
     total = f"objects-written-{token}"
     layer[total] = (sum, list(layer))
@@ -101,7 +106,14 @@ class _BlockSources:
         tasks = int(np.prod([self.shared[d][index[d]] for d in range(3)]))
         if tasks <= 1:
             return key
+        return self.recipe(key)
+
+    def recipe(self, key) -> BlockRecipe:
+        """The :class:`BlockRecipe` of the block ``key`` (itself if already one)."""
+        if isinstance(key, BlockRecipe):
+            return key
         if key not in self._recipes:
+            index = key[1:4]
             shape = [self.data.chunks[d][index[d]] for d in range(3)] + [self.data.shape[3]]
             self._recipes[key] = BlockRecipe(self._subgraph(key), key, shape)
         return self._recipes[key]
@@ -151,7 +163,8 @@ class _BlockWriter:
         origin = tuple(self.region_start[d] + int(lo[d]) for d in range(3))
         pieces = [(block, tuple(offset)) for block, offset in pieces]
         if any(isinstance(block, BlockRecipe) for block, _ in pieces):
-            block = assemble_box(shape, pieces)
+            scale = self.info.scales[self.scale_index]
+            block = assemble_box(shape, pieces, origin, scale.chunk_size)
         else:
             block = InputPieces(shape, pieces)
         return write_block(

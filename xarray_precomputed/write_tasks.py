@@ -15,14 +15,16 @@ from .chunk_grid import chunk_key, chunk_shape, morton_encode, shard_box_chunks
 from .codecs import scale_codec
 from .conditional import update_object
 from .errors import WriteError
-from .input_blocks import InputPieces
+from .input_blocks import ChunkedBox, InputPieces
 from .metadata import Scale, VolumeInfo
 from .reader import ScaleReader
 from .sharding import (
+    InPlace,
     assemble_shard,
     decode_chunk_data,
     encode_chunk_data,
     shard_and_minishard,
+    shard_capacity,
     shard_key,
     stored_chunks,
 )
@@ -33,7 +35,7 @@ def write_block(
     store: Store,
     info: VolumeInfo,
     scale_index: int,
-    block: np.ndarray | InputPieces,
+    block: np.ndarray | InputPieces | ChunkedBox,
     origin: Sequence[int],
     *,
     merge: bool = True,
@@ -46,7 +48,7 @@ def write_block(
     """
     scale = info.scales[scale_index]
     expected_dtype = info.dtype
-    if not isinstance(block, InputPieces):
+    if not isinstance(block, (InputPieces, ChunkedBox)):
         block = InputPieces(block.shape, [(np.asarray(block), (0, 0, 0))])
     if block.dtype != expected_dtype or block.shape[3] != info.num_channels:
         raise WriteError(
@@ -88,7 +90,7 @@ def _write_unsharded(store, info, scale_index, block, origin, merge, write_empty
         in_chunk, in_block, whole, cshape = _overlap(scale, cell, origin, block.shape)
         key = f"{scale.key}/{chunk_key(scale, cell)}"
         if whole:
-            chunk = block.get(in_block)  # chunk by chunk: memory stays small
+            chunk = block.take(in_block)  # chunk by chunk: memory stays small
         elif reader is not None:
             # another writer may merge into this chunk at the same time: atomically
             update_object(store, key, _chunk_merger(reader, cell, key, cshape, in_chunk,
@@ -160,13 +162,22 @@ def _write_shard(store, info, scale_index, block, origin, merge, write_empty) ->
         # read, merge and write it back atomically (conditional.py)
         def rebuild(stored: bytes | None) -> bytearray | None:
             existing = {} if stored is None else dict(stored_chunks(stored, spec, where))
-            args = (block, cells, ids, covered, existing, codec, spec, info, write_empty, where)
+            args = (block, False, cells, ids, covered, existing, codec, spec, info, write_empty,
+                    where)  # fmt: skip
             return assemble_shard(_shard_entries(*args), spec)
 
         update_object(store, key, rebuild)
         return 1
-    entries = _shard_entries(block, cells, ids, covered, {}, codec, spec, info, write_empty, where)
-    data = assemble_shard(entries, spec)
+    # built once: each chunk's input can be freed once it is encoded
+    entries = _shard_entries(block, True, cells, ids, covered, {}, codec, spec, info,
+                             write_empty, where)  # fmt: skip
+    capacity = None
+    if store.is_local and codec.name == "raw" and spec.data_encoding == "raw":
+        # each chunk's bytes are known in advance: one buffer, never reallocated (for a
+        # store that writes a memoryview as is; others would copy it into bytes)
+        sizes = [codec.nbytes(cov[3]) for cov in covered]
+        capacity = shard_capacity(spec, sizes)
+    data = assemble_shard(entries, spec, capacity)
     if data is None:
         if merge:
             store.delete(key)
@@ -176,8 +187,13 @@ def _write_shard(store, info, scale_index, block, origin, merge, write_empty) ->
     return 1
 
 
-def _shard_entries(block, cells, ids, covered, existing, codec, spec, info, write_empty, where):
-    """``(chunk id, producer)`` of every chunk the shard will hold: stored or new."""
+def _shard_entries(block, release, cells, ids, covered, existing, codec, spec, info, write_empty,
+                   where):  # fmt: skip
+    """``(chunk id, producer)`` of every chunk the shard will hold: stored or new.
+
+    With ``release`` each chunk's input may be freed once read (the entries are
+    produced once: not for a merge that may be retried).
+    """
     entries = []
     for cell, cid, (in_chunk, in_block, whole, cshape) in zip(cells, ids, covered):
         cid = int(cid)
@@ -191,6 +207,7 @@ def _shard_entries(block, cells, ids, covered, existing, codec, spec, info, writ
                 cid,
                 _chunk_producer(
                     block,
+                    release,
                     cell,
                     cid,
                     in_chunk,
@@ -216,17 +233,27 @@ def _inside(cell, origin, shape, scale) -> bool:
     )
 
 
-def _chunk_producer(block, cell, cid, in_chunk, in_block, whole, cshape, existing, codec, spec,
-                    info, write_empty, where):  # fmt: skip
+def _chunk_producer(block, release, cell, cid, in_chunk, in_block, whole, cshape, existing, codec,
+                    spec, info, write_empty, where):  # fmt: skip
+    read = block.take if release else block.get
+    if whole and codec.name == "raw" and spec.data_encoding == "raw":
+        # stored as is: copied from the input straight into the shard, no copy of its own
+        def fill(dst: np.ndarray) -> bool:
+            chunk = dst.view(codec.dtype).reshape((*cshape, info.num_channels), order="F")
+            block.copy_to(in_block, chunk, release)
+            return write_empty or bool(chunk.any())
+
+        return lambda: InPlace(codec.nbytes(cshape), fill)
+
     def produce():
         if whole:
-            chunk = block.get(in_block)  # chunk by chunk: memory stays small
+            chunk = read(in_block)  # chunk by chunk: memory stays small
         else:
             chunk = np.zeros((*cshape, info.num_channels), dtype=info.dtype, order="F")
             if cid in existing:
                 raw = _undo_data_encoding(existing[cid], spec, codec, cshape, where)
                 chunk[...] = codec.decode(raw, cshape, f"{where} chunk {cid}")
-            chunk[in_chunk] = block.get(in_block)
+            chunk[in_chunk] = read(in_block)
         if not write_empty and not chunk.any():
             return None
         return encode_chunk_data(codec.encode(chunk), spec)
