@@ -59,14 +59,15 @@ def _read_of_part(task, name, part: tuple[slice, ...]) -> Task | None:
 
 
 def assemble_box(
-    shape: Sequence[int], pieces, origin: Sequence[int], chunk_size: Sequence[int]
+    shape: Sequence[int], pieces, origin: Sequence[int], chunk_size: Sequence[int], space=None
 ) -> ChunkedBox:
     """A task's box from its pieces, computing recipes one block at a time.
 
     ``pieces`` holds (block or recipe, offset of the block from the box's origin);
     ``origin`` is the box's position in the scale and ``chunk_size`` the scale's chunk
     size: the box is kept as one x-fastest array per storage chunk, so that encoding
-    can free each chunk's voxels as it goes (:meth:`ChunkedBox.take`).
+    can free each chunk's voxels as it goes (:meth:`ChunkedBox.take`). With ``space``
+    (a :class:`.write_tasks.ShardSpace`) whole chunks are assembled in the shard's buffer.
     """
     out = None
     for piece, off in pieces:
@@ -78,7 +79,7 @@ def assemble_box(
         else:
             array = np.asarray(piece)[src]
         if out is None:
-            out = ChunkedBox(shape, array.dtype, origin, chunk_size)
+            out = ChunkedBox(shape, array.dtype, origin, chunk_size, space)
         out.write(lo, array)
         del array
     assert out is not None, "a write task's box overlaps at least one input block"
@@ -103,15 +104,20 @@ class ChunkedBox:
     [(0, 0, 0)]
     """
 
-    def __init__(self, shape, dtype, origin, chunk_size):
+    def __init__(self, shape, dtype, origin, chunk_size, space=None):
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype)
+        self.origin = tuple(int(o) for o in origin)
+        self.chunk_size = tuple(int(c) for c in chunk_size)
+        self.space = space
         self.cuts = []  # per axis: where chunks start and end, in box coordinates
         for d in range(3):
             c, o, n = int(chunk_size[d]), int(origin[d]), self.shape[d]
             inner = range((o // c + 1) * c - o, n, c)
             self.cuts.append([0, *inner, n])
         self.parts: dict[tuple[int, int, int], np.ndarray] = {}
+        if space is not None:
+            space.held = self.parts  # not the box itself: no reference cycle
 
     def _cells(self, lo, hi):
         """(cell, its part's lo, its part's hi) of the cells overlapping [lo, hi)."""
@@ -133,7 +139,12 @@ class ChunkedBox:
             part = self.parts.get(cell)
             if part is None:
                 shape = (*(c1[d] - c0[d] for d in range(3)), self.shape[3])
-                part = self.parts[cell] = np.empty(shape, self.dtype, order="F")
+                if self.space is not None:
+                    at = [(self.origin[d] + c0[d]) // self.chunk_size[d] for d in range(3)]
+                    part = self.space.part(at, shape)
+                if part is None:
+                    part = np.empty(shape, self.dtype, order="F")
+                self.parts[cell] = part
             a = [max(lo[d], c0[d]) for d in range(3)]
             b = [min(hi[d], c1[d]) for d in range(3)]
             dst = tuple(slice(a[d] - c0[d], b[d] - c0[d]) for d in range(3))
@@ -167,7 +178,11 @@ class ChunkedBox:
             b = [min(hi[d], c1[d]) for d in range(3)]
             dst = tuple(slice(a[d] - lo[d], b[d] - lo[d]) for d in range(3))
             src = tuple(slice(a[d] - c0[d], b[d] - c0[d]) for d in range(3))
-            copy_into(out[dst], self.parts[cell][src])
+            target, part = out[dst], self.parts[cell][src]
+            if not np.may_share_memory(target, part):
+                copy_into(target, part)
+            elif target.__array_interface__ != part.__array_interface__:
+                np.copyto(target, part)  # moved down in the shard: NumPy copies overlaps safely
         if release and len(cells) == 1 and list(cells[0][1]) == lo and list(cells[0][2]) == hi:
             del self.parts[cells[0][0]]
 

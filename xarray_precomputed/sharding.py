@@ -194,7 +194,7 @@ def encode_chunk_data(data: bytes, spec: ShardingSpec) -> bytes:
 def assemble_shard(
     entries: Sequence[tuple[int, Callable[[], bytes | memoryview | None]]],
     spec: ShardingSpec,
-    capacity: int | None = None,
+    capacity=None,
 ) -> bytearray | memoryview | None:
     """Build a shard file, producing each chunk's bytes only when it is appended.
 
@@ -209,7 +209,11 @@ def assemble_shard(
     the shard is built in one buffer of that size, returned as a memoryview of its
     used part: no reallocation as it grows (each can copy the shard, and leaves holes
     in the heap that count in the process's memory); pages never written are never
-    touched. Without it (or should the shard outgrow it), a growing bytearray.
+    touched. ``capacity`` may also be a laid-out shard (``.buf``, the buffer, with chunks
+    already assembled where they will be stored if every chunk is kept; ``.evacuate()``,
+    called when one is left out, moves those not yet stored out of the buffer): see
+    :class:`.write_tasks.ShardSpace`. Without it (or should the shard outgrow it), a
+    growing bytearray.
     """
     if not entries:
         return None
@@ -229,17 +233,7 @@ def assemble_shard(
         m, m_ids, m_starts, m_sizes = current
         if m is None or not m_ids:
             return
-        table = np.zeros((3, len(m_ids)), dtype="<u8")
-        idv = np.array(m_ids, dtype=_U64)
-        table[0] = np.diff(idv, prepend=_U64(0))
-        starts = np.array(m_starts, dtype=_U64)
-        sizes = np.array(m_sizes, dtype=_U64)
-        prev_ends = np.concatenate([[_U64(0)], starts[:-1] + sizes[:-1]])
-        table[1] = starts - prev_ends
-        table[2] = sizes
-        index_bytes = table.tobytes()
-        if spec.minishard_index_encoding == "gzip":
-            index_bytes = gzip_compress(index_bytes)
+        index_bytes = minishard_index_bytes(m_ids, m_starts, m_sizes, spec)
         rel = len(out) - isize
         header[m] = (rel, rel + len(index_bytes))
         out.extend(index_bytes)
@@ -253,6 +247,7 @@ def assemble_shard(
         if isinstance(blob, InPlace):
             blob = out.fill(blob)
         if blob is None:
+            out.dropped()
             continue
         current[1].append(int(ids[i]))
         current[2].append(len(out) - isize)
@@ -262,6 +257,22 @@ def assemble_shard(
     if len(out) == isize:
         return None
     return out.finish(header.tobytes())
+
+
+def minishard_index_bytes(ids, starts, sizes, spec: ShardingSpec) -> bytes:
+    """A minishard's index (``minishard_index_encoding`` applied) for chunks of ascending
+    ``ids`` stored at ``starts`` (relative to the end of the shard index) with ``sizes``."""
+    table = np.zeros((3, len(ids)), dtype="<u8")
+    table[0] = np.diff(np.array(ids, dtype=_U64), prepend=_U64(0))
+    starts = np.array(starts, dtype=_U64)
+    sizes = np.array(sizes, dtype=_U64)
+    prev_ends = np.concatenate([[_U64(0)], starts[:-1] + sizes[:-1]])
+    table[1] = starts - prev_ends
+    table[2] = sizes
+    index_bytes = table.tobytes()
+    if spec.minishard_index_encoding == "gzip":
+        index_bytes = gzip_compress(index_bytes)
+    return index_bytes
 
 
 def shard_capacity(spec: ShardingSpec, chunk_sizes: Sequence[int]) -> int:
@@ -304,8 +315,13 @@ class _Filled:
 class _ShardBuffer:
     """What :func:`assemble_shard` appends to: a bytearray, or one preallocated buffer."""
 
-    def __init__(self, isize: int, capacity: int | None) -> None:
-        if capacity is not None and capacity >= isize:
+    def __init__(self, isize: int, capacity) -> None:
+        self.space = None
+        if hasattr(capacity, "buf"):  # a laid-out shard: chunks may already be in place
+            self.space = capacity
+            self.buf = capacity.buf
+            self.ba = None
+        elif capacity is not None and capacity >= isize:
             self.buf = np.empty(capacity, np.uint8)  # not zeroed: no page touched yet
             self.ba = None
         else:
@@ -315,6 +331,12 @@ class _ShardBuffer:
 
     def __len__(self) -> int:
         return self.n
+
+    def dropped(self) -> None:
+        """A chunk was left out: the later chunks no longer sit where they will be stored."""
+        if self.space is not None:
+            self.space.evacuate()
+            self.space = None
 
     def fill(self, chunk: InPlace) -> _Filled | None:
         """Write ``chunk`` at the end; its bytes count once :meth:`extend` is given the result."""

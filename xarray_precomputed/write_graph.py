@@ -19,7 +19,7 @@ from .input_blocks import BlockRecipe, InputPieces, assemble_box
 from .metadata import VolumeInfo
 from .storage import Store
 from .write_plan import WritePlan
-from .write_tasks import write_block
+from .write_tasks import shard_space, write_block
 
 TASK_PREFIX = "to-precomputed-"  # key prefix of the write tasks (progress bars count them)
 
@@ -164,7 +164,9 @@ class _BlockWriter:
         pieces = [(block, tuple(offset)) for block, offset in pieces]
         if any(isinstance(block, BlockRecipe) for block, _ in pieces):
             scale = self.info.scales[self.scale_index]
-            block = assemble_box(shape, pieces, origin, scale.chunk_size)
+            space = shard_space(self.store, self.info, self.scale_index, origin, shape,
+                                self.merge)  # fmt: skip
+            block = assemble_box(shape, pieces, origin, scale.chunk_size, space)
         else:
             block = InputPieces(shape, pieces)
         return write_block(

@@ -23,8 +23,10 @@ from .sharding import (
     assemble_shard,
     decode_chunk_data,
     encode_chunk_data,
+    minishard_index_bytes,
     shard_and_minishard,
     shard_capacity,
+    shard_index_size,
     shard_key,
     stored_chunks,
 )
@@ -140,22 +142,11 @@ def _write_shard(store, info, scale_index, block, origin, merge, write_empty) ->
     scale = info.scales[scale_index]
     spec = scale.sharding
     codec = scale_codec(scale, info.dtype, info.num_channels)
-    grid = scale.grid_shape
-    box = shard_box_chunks(grid, spec)
-    first = tuple(origin[d] // scale.chunk_size[d] for d in range(3))
-    box_origin = tuple(first[d] // box[d] * box[d] for d in range(3))
-    cells = [
-        (x, y, z)
-        for z in range(box_origin[2], min(box_origin[2] + box[2], grid[2]))
-        for y in range(box_origin[1], min(box_origin[1] + box[1], grid[1]))
-        for x in range(box_origin[0], min(box_origin[0] + box[0], grid[0]))
-    ]
-    ids = morton_encode(np.array(cells), grid)
+    cells, ids, covered = _shard_cells(scale, origin, block.shape)
     shards, _ = shard_and_minishard(ids, spec)
     shard = int(shards[0])
     key = f"{scale.key}/{shard_key(shard, spec)}"
     where = f"{store.url_of(key)} (scale {scale.key!r})"
-    covered = [_overlap(scale, cell, origin, block.shape) for cell in cells]
     if merge and not all(cov[2] and _inside(cell, origin, block.shape, scale) for cell, cov in
                          zip(cells, covered)):  # fmt: skip
         # other writers may merge their regions into this shard at the same time:
@@ -171,8 +162,10 @@ def _write_shard(store, info, scale_index, block, origin, merge, write_empty) ->
     # built once: each chunk's input can be freed once it is encoded
     entries = _shard_entries(block, True, cells, ids, covered, {}, codec, spec, info,
                              write_empty, where)  # fmt: skip
-    capacity = None
-    if store.is_local and codec.name == "raw" and spec.data_encoding == "raw":
+    capacity = getattr(block, "space", None)  # a shard whose chunks are already in place
+    if capacity is not None:
+        pass
+    elif store.is_local and codec.name == "raw" and spec.data_encoding == "raw":
         # each chunk's bytes are known in advance: one buffer, never reallocated (for a
         # store that writes a memoryview as is; others would copy it into bytes)
         sizes = [codec.nbytes(cov[3]) for cov in covered]
@@ -185,6 +178,96 @@ def _write_shard(store, info, scale_index, block, origin, merge, write_empty) ->
         return 0
     store.put(key, data)
     return 1
+
+
+class ShardSpace:
+    """A raw shard's buffer, laid out before the task's input is assembled.
+
+    Offsets assume every chunk is kept (minishard indexes included, encoded as they
+    will be); the box's whole chunks are then assembled right where the shard will hold
+    them (:meth:`part`), and storing them copies nothing. When a chunk is left out
+    (empty), the later ones would move: :meth:`evacuate` then copies the chunks not yet
+    stored out of the buffer first (``held``: the box's arrays by chunk, set by the box).
+    """
+
+    def __init__(self, buf: np.ndarray, offsets: dict, dtype: np.dtype) -> None:
+        self.buf = buf
+        self.offsets = offsets  # cell -> (byte offset, chunk shape)
+        self.dtype = dtype
+        self.held: dict = {}
+
+    def evacuate(self) -> None:
+        """Copy the chunks not yet stored out of the buffer; no more chunks go in it."""
+        for key, part in self.held.items():
+            if np.may_share_memory(part, self.buf):
+                self.held[key] = np.array(part, order="F")
+        self.offsets = {}
+
+    def part(self, cell, shape) -> np.ndarray | None:
+        """The shard's memory for chunk ``cell`` of ``shape`` (x, y, z, channel), if whole."""
+        where = self.offsets.get(tuple(cell))
+        if where is None or tuple(where[1]) != tuple(shape[:3]):
+            return None
+        n = int(np.prod(shape)) * self.dtype.itemsize
+        return self.buf[where[0] : where[0] + n].view(self.dtype).reshape(shape, order="F")
+
+
+def shard_space(store, info, scale_index, origin, shape, merge) -> ShardSpace | None:
+    """The :class:`ShardSpace` of the shard a box at ``origin`` of ``shape`` writes, when
+    its chunks are stored as is (raw chunks, raw data and minishard index encodings, a
+    local store, a write that does not merge stored chunks); otherwise ``None``."""
+    scale = info.scales[scale_index]
+    spec = scale.sharding
+    if spec is None or not store.is_local:
+        return None
+    codec = scale_codec(scale, info.dtype, info.num_channels)
+    if codec.name != "raw" or spec.data_encoding != "raw":
+        return None
+    cells, ids, covered = _shard_cells(scale, origin, shape)
+    if merge and not all(cov[2] and _inside(cell, origin, shape, scale) for cell, cov in
+                         zip(cells, covered)):  # fmt: skip
+        return None
+    inside = [all(s.stop > s.start for s in cov[1]) for cov in covered]
+    kept = [i for i in range(len(cells)) if inside[i]]
+    if not kept:
+        return None
+    kept_ids = ids[kept]
+    _, minishards = shard_and_minishard(kept_ids, spec)
+    isize = shard_index_size(spec)
+    pos, offsets, current = isize, {}, [None, [], [], []]  # minishard, ids, starts, sizes
+    for j in [*np.lexsort((kept_ids, minishards)), None]:  # as assemble_shard lays chunks out
+        if j is None or minishards[j] != current[0]:
+            if current[1]:  # the previous minishard's index
+                pos += len(minishard_index_bytes(*current[1:], spec))
+            if j is None:
+                break
+            current = [minishards[j], [], [], []]
+        i = kept[j]
+        _, _, whole, cshape = covered[i]
+        if whole:
+            offsets[cells[i]] = (pos, cshape)
+        size = codec.nbytes(cshape)
+        current[1].append(int(kept_ids[j]))
+        current[2].append(pos - isize)
+        current[3].append(size)
+        pos += size
+    return ShardSpace(np.empty(pos, np.uint8), offsets, codec.dtype)
+
+
+def _shard_cells(scale, origin, shape):
+    """The cells of the shard holding ``origin``, their chunk ids and their overlap with the box."""
+    grid = scale.grid_shape
+    box = shard_box_chunks(grid, scale.sharding)
+    first = tuple(origin[d] // scale.chunk_size[d] for d in range(3))
+    box_origin = tuple(first[d] // box[d] * box[d] for d in range(3))
+    cells = [
+        (x, y, z)
+        for z in range(box_origin[2], min(box_origin[2] + box[2], grid[2]))
+        for y in range(box_origin[1], min(box_origin[1] + box[1], grid[1]))
+        for x in range(box_origin[0], min(box_origin[0] + box[0], grid[0]))
+    ]
+    ids = morton_encode(np.array(cells), grid)
+    return cells, ids, [_overlap(scale, cell, origin, shape) for cell in cells]
 
 
 def _shard_entries(block, release, cells, ids, covered, existing, codec, spec, info, write_empty,
