@@ -21,7 +21,7 @@ from .chunk_grid import chunk_key, chunk_shape, morton_encode, shard_box_chunks
 from .codecs import scale_codec
 from .compression import GZIP_MAGIC, gzip_decompress
 from .errors import ChunkNotFoundError, CorruptDataError
-from .layout import copy_into
+from .layout import copy_into, empty
 from .metadata import Scale, VolumeInfo
 from .pools import io_pool
 from .shard_index import (
@@ -163,10 +163,10 @@ class ScaleReader:
             n_channels = len(range(*channel_sel.indices(self.shape[3])))
         else:
             n_channels = len(channel_sel)
-        # np.empty, not zeros: every element is written once, by its chunk or, for a
+        # empty, not zeros: every element is written once, by its chunk or, for a
         # missing chunk, with 0; fresh zeroed pages cost more than the copy itself.
-        out = np.empty((plans[0].length, plans[1].length, plans[2].length, n_channels),
-                       dtype=self.dtype)  # fmt: skip
+        out = empty((plans[0].length, plans[1].length, plans[2].length, n_channels),
+                    dtype=self.dtype)  # fmt: skip
         if out.size:
             tasks = [
                 _ChunkTask(
@@ -268,7 +268,11 @@ class ScaleReader:
         keys = [chunk_key(self.scale, t.cell) for t in tasks]
         full = [f"{self.scale.key}/{k}" for k in keys]
         bound = self.codec.expand_bound(self.scale.chunk_size)
-        blobs = self.store.get_many(full, bound)
+        if len(full) == 1 and self.store.is_local:
+            # decoded before this thread reads again: its buffer is reused (no fresh pages)
+            blobs = [self.store.get_reusing_buffer(full[0], bound)]
+        else:
+            blobs = self.store.get_many(full, bound)
         for task, key, data in zip(tasks, keys, blobs):
             if data is None:
                 self._missing(key)

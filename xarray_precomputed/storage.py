@@ -222,7 +222,9 @@ class Store:
         except Exception as e:
             raise StorageError(f"cannot read {self.url_of(key)}: {describe(e)}") from e
 
-    def get_reusing_buffer(self, key: str) -> memoryview | bytes | None:
+    def get_reusing_buffer(
+        self, key: str, max_size: int | None = None
+    ) -> memoryview | bytes | None:
         """The whole object, read into a buffer this thread reuses (local stores).
 
         The result is valid until the same thread calls this again: callers decode
@@ -235,7 +237,7 @@ class Store:
         try:
             f = open(path, "rb", buffering=0)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return self.get(key)  # also looks for cloud-files' suffixed variants
+            return self.get(key, max_size)  # also looks for cloud-files' suffixed variants
         except OSError as e:
             raise StorageError(f"cannot read {path}: {e}") from e
         with f:
