@@ -41,26 +41,28 @@ def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
         np.copyto(dst, src)
 
 
-# Below this, NumPy's allocation is as good (and is reused from the heap).
-_MAPPED_MIN_BYTES = 4 << 20
+# Measured both ways: Dask blocks (up to ~64 MiB, allocated and freed one after another)
+# were faster with NumPy's allocation (huge pages freed by the last block are at hand),
+# whole-volume outputs much faster on plain pages.
+_PLAIN_PAGES_MIN_BYTES = 256 << 20
 
 
 def empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """``np.empty(shape, dtype)`` (C order) for an array that threads fill once.
 
-    Large arrays are anonymous memory maps: NumPy asks the kernel for transparent huge
-    pages on its large allocations (``madvise(MADV_HUGEPAGE)``), and where the kernel
-    then compacts memory to find them (Linux's default ``defrag=madvise``), the first
-    touch of each page costs several times more: first-touching 1 GiB took 2.25 s with
-    NumPy's allocation and 0.50 s with 4 KiB pages on the test machine. The map is freed
-    with the array.
+    Arrays of 256 MiB or more are anonymous memory maps: NumPy asks the kernel for
+    transparent huge pages on its large allocations (``madvise(MADV_HUGEPAGE)``), and where
+    the kernel then compacts memory to find them (Linux's common ``defrag=madvise``), the
+    first touch of each page costs several times more: first-touching 1 GiB took 2.25 s
+    with NumPy's allocation and 0.50 s with 4 KiB pages on the test machine. Smaller arrays
+    stay NumPy's. The map is freed with the array.
 
-    >>> a = empty((64, 64, 1024), np.dtype("uint8")); a[:] = 7
+    >>> a = empty((256, 1024, 1024), np.dtype("uint8")); a[:] = 7
     >>> a.flags.c_contiguous and a.flags.writeable and int(a.sum()) == 7 * a.size
     True
     """
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if nbytes < _MAPPED_MIN_BYTES:
+    if nbytes < _PLAIN_PAGES_MIN_BYTES:
         return np.empty(shape, dtype)
     return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)
