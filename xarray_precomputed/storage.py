@@ -254,7 +254,9 @@ class Store:
                 n += got
         return view[:n]
 
-    def get_many(self, keys: Sequence[str], max_size: int | None = None) -> list[bytes | None]:
+    def get_many(
+        self, keys: Sequence[str], max_size: int | None = None
+    ) -> list[bytes | memoryview | None]:
         """Several whole objects, fetched concurrently on remote stores."""
         if self.is_local:
             return [self.get(k, max_size) for k in keys]
