@@ -348,7 +348,8 @@ class ScaleReader:
                 data_ranges.append((int(s), int(e)))
         bound = self.codec.expand_bound(self.scale.chunk_size)
         try:
-            blobs = self._fetch(path, whole, data_ranges, where, "chunk data")
+            # decoded before this thread reads again: its buffer is reused (no fresh pages)
+            blobs = self._fetch(path, whole, data_ranges, where, "chunk data", reuse_buffer=True)
             for task, cid, blob in zip(found_tasks, found_ids, blobs):
                 cwhere = f"{where} chunk {cid} (cell {task.cell})"
                 self._put(task, decode_chunk_data(blob, spec, bound, cwhere), cwhere, out, csel)
@@ -377,11 +378,14 @@ class ScaleReader:
         return len({t.cell for t in tasks}) == cells
 
     def _fetch(
-        self, path: str, whole: bytes | None, ranges: list[tuple[int, int]], where: str, what: str
-    ) -> list[memoryview]:
+        self, path: str, whole: bytes | None, ranges: list[tuple[int, int]], where: str,
+        what: str, reuse_buffer: bool = False,
+    ) -> list[memoryview]:  # fmt: skip
         """Byte ranges of a shard, from memory or with coalesced requests."""
         if whole is None:
-            return fetch_ranges(self.store, path, ranges, self.coalescing, where, what)
+            return fetch_ranges(
+                self.store, path, ranges, self.coalescing, where, what, reuse_buffer
+            )
         size = len(whole)
         for s, e in ranges:
             if e > size or s > e:

@@ -219,13 +219,14 @@ def _local_size(store: Store, path: str) -> int | None:
 
 def fetch_ranges(
     store: Store, path: str, ranges: Sequence[tuple[int, int]], coalescing: dict[str, int],
-    where: str, what: str,
+    where: str, what: str, reuse_buffer: bool = False,
 ) -> list[memoryview]:  # fmt: skip
-    """Byte ranges of one shard, fetched with coalesced requests."""
+    """Byte ranges of one shard, fetched with coalesced requests (into the thread's
+    reused buffer with ``reuse_buffer``: see ``Store.get_ranges``)."""
     if not ranges:
         return []
     spans = coalesce(ranges, coalescing["gap"], coalescing["max_size"])
-    fetched = store.get_ranges([(path, s, e) for s, e, _ in spans])
+    fetched = store.get_ranges([(path, s, e) for s, e, _ in spans], reuse_buffer)
     out: list[memoryview] = [memoryview(b"")] * len(ranges)
     for (s0, e0, members), data in zip(spans, fetched):
         if data is None:

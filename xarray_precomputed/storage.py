@@ -33,6 +33,15 @@ _PREFIX = "precomputed://"
 _thread_buffers = threading.local()
 
 
+def _thread_buffer(size: int) -> memoryview:
+    """``size`` bytes of this thread's reusable read buffer (grown as needed)."""
+    buf = getattr(_thread_buffers, "buf", None)
+    if buf is None or len(buf) < size:
+        # grown in powers of two: callers' sizes vary a little from read to read
+        buf = _thread_buffers.buf = bytearray(1 << max(0, size - 1).bit_length())
+    return memoryview(buf)[:size]
+
+
 def normalize_url(url: str | os.PathLike) -> str:
     """Canonical form of a volume URL: no ``precomputed://`` prefix, no trailing ``/``.
 
@@ -242,10 +251,7 @@ class Store:
             raise StorageError(f"cannot read {path}: {e}") from e
         with f:
             size = os.fstat(f.fileno()).st_size
-            buf = getattr(_thread_buffers, "buf", None)
-            if buf is None or len(buf) < size:
-                buf = _thread_buffers.buf = bytearray(size)
-            view = memoryview(buf)[:size]
+            view = _thread_buffer(size)
             n = 0
             while n < size:
                 got = f.readinto(view[n:])
@@ -280,12 +286,21 @@ class Store:
         """Bytes ``[start, end)`` of an object (fewer if it is shorter), ``None`` if missing."""
         return self.get_ranges([(key, start, end)])[0]
 
-    def get_ranges(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
-        """Several byte ranges at once, fetched concurrently."""
+    def get_ranges(
+        self, requests: Sequence[tuple[str, int, int]], reuse_buffer: bool = False
+    ) -> list[bytes | memoryview | None]:
+        """Several byte ranges at once, fetched concurrently.
+
+        With ``reuse_buffer`` a local store reads them into a buffer this thread reuses,
+        valid until the thread's next reusing read (as :meth:`get_reusing_buffer`): a
+        fresh allocation per range would fault in fresh pages for every chunk.
+        """
         if not requests:
             return []
         if self.is_local:
             # Sequential: callers already run in the pool, and page-cache reads are quick.
+            if reuse_buffer:
+                return self._local_ranges_reusing(requests)
             return [self._local_range(*r) for r in requests]
         paths = [self.read_path(k) for k, _, _ in requests]
         remote = self._remote
@@ -312,14 +327,51 @@ class Store:
                 out[i] = r[start:end]
         return out
 
-    def _local_range(self, key: str, start: int, end: int) -> bytes | None:
+    def _local_ranges_reusing(
+        self, requests: Sequence[tuple[str, int, int]]
+    ) -> list[memoryview | None]:
+        files: dict[str, tuple[int, int] | None] = {}  # key -> (fd, size), None if missing
+        try:
+            for key, _, _ in requests:
+                if key not in files:
+                    fd = self._open_for_ranges(key)
+                    files[key] = None if fd is None else (fd, os.fstat(fd).st_size)
+            # a corrupt index may ask for exabytes: never allocate past a file's end
+            spans = [
+                (f[0], start, max(0, min(end, f[1]) - start)) if f else None
+                for (key, start, end) in requests
+                for f in (files[key],)
+            ]
+            view = _thread_buffer(sum(sp[2] for sp in spans if sp))
+            out: list[memoryview | None] = []
+            pos = 0
+            for sp in spans:
+                if sp is None:
+                    out.append(None)
+                    continue
+                fd, start, n = sp
+                n = os.preadv(fd, [view[pos : pos + n]], start) if n else 0
+                out.append(view[pos : pos + n])
+                pos += n
+            return out
+        finally:
+            for f in files.values():
+                if f is not None:
+                    os.close(f[0])
+
+    def _open_for_ranges(self, key: str) -> int | None:
         path = self.path(key)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            return os.open(path, os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
             raise StorageError(f"cannot read {path}: {e}") from e
+
+    def _local_range(self, key: str, start: int, end: int) -> bytes | None:
+        fd = self._open_for_ranges(key)
+        if fd is None:
+            return None
         try:
             # a corrupt index may ask for exabytes: never allocate past the file's end
             end = min(end, os.fstat(fd).st_size)
