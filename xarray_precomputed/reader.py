@@ -268,9 +268,10 @@ class ScaleReader:
         keys = [chunk_key(self.scale, t.cell) for t in tasks]
         full = [f"{self.scale.key}/{k}" for k in keys]
         bound = self.codec.expand_bound(self.scale.chunk_size)
-        if len(full) == 1 and self.store.is_local:
-            # decoded before this thread reads again: its buffer is reused (no fresh pages)
-            blobs = [self.store.get_reusing_buffer(full[0], bound)]
+        if self.store.is_local:
+            # each decoded before this thread reads again: its buffer is reused, no fresh
+            # pages per chunk (a generator: read one, decode it, read the next)
+            blobs = (self.store.get_reusing_buffer(k, bound) for k in full)
         else:
             blobs = self.store.get_many(full, bound)
         for task, key, data in zip(tasks, keys, blobs):
