@@ -10,7 +10,8 @@ from __future__ import annotations
 import dask
 import dask.array as da
 import numpy as np
-from dask.core import get_dependencies
+from dask._task_spec import Alias, DataNode, GraphNode
+from dask.core import get_dependencies, get_deps, istask
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
@@ -69,9 +70,14 @@ def write_graph(
             for bj in range(first[1][index[1]], last[1][index[1]])
             for bk in range(first[2][index[2]], last[2][index[2]])
         ]  # fmt: skip
-        if any(isinstance(block, BlockRecipe) for block, _ in pieces):
-            # the task computes blocks itself: then all of them, so that Dask does not
-            # compute the blocks only it needs ahead of it and keep them waiting
+        if any(isinstance(block, BlockRecipe) for block, _ in pieces) or (
+            len(pieces) > 1 and sources.private(block for block, _ in pieces)
+        ):
+            # The task computes blocks itself: then all of them, so that Dask does not
+            # compute the blocks only it needs ahead of it and keep them waiting. Blocks
+            # smaller than the box likewise, when computing one repeats no work shared
+            # with other blocks: the task then holds one block at a time, not its box
+            # of blocks until it ends.
             for piece in pieces:
                 piece[0] = sources.recipe(piece[0])
         layer[(name, *index)] = (writer.write_pieces, lo, shape, pieces, after_key)
@@ -98,6 +104,7 @@ class _BlockSources:
                 count[first[d][t] : last[d][t]] += 1
             self.shared.append(count)
         self._graph: dict | None = None
+        self._dependents: dict | None = None
         self._recipes: dict = {}
 
     def source(self, bi: int, bj: int, bk: int):
@@ -118,10 +125,29 @@ class _BlockSources:
             self._recipes[key] = BlockRecipe(self._subgraph(key), key, shape)
         return self._recipes[key]
 
-    def _subgraph(self, key) -> dict:
+    def private(self, keys) -> bool:
+        """Whether computing each of the blocks ``keys`` computes nothing another block
+        also needs (values that are plain data, such as the array a block is read
+        from, may be shared)."""
+        graph = self._full_graph()
+        if self._dependents is None:
+            self._dependents = get_deps(graph)[1]
+        for key in keys:
+            if isinstance(key, BlockRecipe):
+                return False
+            sub = self._subgraph(key)
+            for k, v in sub.items():
+                if k != key and _is_task(v) and not self._dependents[k] <= sub.keys():
+                    return False
+        return True
+
+    def _full_graph(self) -> dict:
         if self._graph is None:
             self._graph = dict(self.data.__dask_graph__())
-        graph, todo, out = self._graph, [key], {}
+        return self._graph
+
+    def _subgraph(self, key) -> dict:
+        graph, todo, out = self._full_graph(), [key], {}
         while todo:
             k = todo.pop()
             if k in out:
@@ -129,6 +155,13 @@ class _BlockSources:
             out[k] = graph[k]
             todo.extend(get_dependencies(graph, k))
         return out
+
+
+def _is_task(value) -> bool:
+    """A graph value that computes something (not data, not a key naming other data)."""
+    if isinstance(value, GraphNode):
+        return not isinstance(value, (DataNode, Alias))
+    return istask(value)
 
 
 def _aligned_chunks(start: int, length: int, unit: int) -> tuple[int, ...]:
