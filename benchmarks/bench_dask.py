@@ -226,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readers", nargs="+", choices=READERS, default=READERS)
     p.add_argument("--volumes", nargs="+", metavar="PREFIX")
     p.add_argument("--max-wait", type=float, default=5.0)
+    p.add_argument("--output", type=Path,
+                   help="results JSON (default results/dask-latest.json, dask-quick.json "
+                        "with --quick)")  # fmt: skip
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -309,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  MISSED", m)
     for w in wrong:
         print("  WRONG RESULT", w)
-    output = RESULTS_DIR / ("dask-quick.json" if args.quick else "dask-latest.json")
+    output = args.output or RESULTS_DIR / ("dask-quick.json" if args.quick else "dask-latest.json")
     write_json(output, {
         "benchmark": "dask", "quick": args.quick, "repeat": args.repeat, "machine": machine,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
