@@ -265,3 +265,13 @@ def test_console_script_is_declared():
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0
+
+
+def test_copy_in_waves_gives_the_same_volume(volumes, tmp_path):
+    one, waves = str(tmp_path / "one"), str(tmp_path / "waves")
+    cli("copy", volumes["image"], one, "--shard-bytes", "64KiB", "-q")
+    cli("copy", volumes["image"], waves, "--shard-bytes", "64KiB", "--max-tasks", "1", "-q")
+    assert len(list(Path(waves).rglob("*.shard"))) > 1
+    assert {p.name: p.read_bytes() for p in Path(waves).rglob("*.shard")} == {
+        p.name: p.read_bytes() for p in Path(one).rglob("*.shard")
+    }

@@ -7,6 +7,8 @@ object and no dask rechunk is needed.
 
 from __future__ import annotations
 
+import itertools
+
 import dask
 import dask.array as da
 import numpy as np
@@ -26,9 +28,11 @@ TASK_PREFIX = "to-precomputed-"  # key prefix of the write tasks (progress bars 
 
 
 def write_graph(
-    store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bool, after: Delayed | None = None
-) -> Delayed:
-    """One task per shard box (or group of whole chunks) of ``plan``'s region.
+    store: Store, info: VolumeInfo, plan: WritePlan, write_empty: bool,
+    after: Delayed | None = None, tasks: tuple[slice, slice, slice] | None = None,
+) -> Delayed:  # fmt: skip
+    """One task per shard box (or group of whole chunks) of ``plan``'s region (only the
+    tasks of ``tasks``, index ranges over the task grid along x, y, z, if given: a wave).
 
     The tasks form one graph layer over the input's graph; each depends on exactly
     the input blocks overlapping its box. Building it costs time linear in the
@@ -41,11 +45,7 @@ def write_graph(
     data = plan.array.data
     if not isinstance(data, da.Array):
         data = da.from_array(np.asarray(data), chunks=data.shape, inline_array=True)
-    if scale.sharding is not None:
-        unit = shard_box_voxels(scale, shard_box_chunks(scale.grid_shape, scale.sharding))
-    else:
-        unit = chunk_group(scale, info.dtype.itemsize * info.num_channels)
-    chunks = tuple(_aligned_chunks(plan.region_start[d], data.shape[d], unit[d]) for d in range(3))
+    chunks = task_boxes(info, plan.scale_index, plan.region_start, data.shape[:3])
     if len(data.chunks[3]) > 1:
         data = data.rechunk({3: -1})
     starts = [np.cumsum((0,) + data.chunks[d]) for d in range(3)]
@@ -53,13 +53,15 @@ def write_graph(
     # the input blocks each task box overlaps, per axis: [first, last) block indices
     first = [np.searchsorted(starts[d], task_starts[d][:-1], side="right") - 1 for d in range(3)]
     last = [np.searchsorted(starts[d], task_starts[d][1:], side="left") for d in range(3)]
-    sources = _BlockSources(data, chunks, first, last)
+    grid = [range(len(c))[tasks[d]] if tasks else range(len(c)) for d, c in enumerate(chunks)]
+    sources = _BlockSources(data, chunks, first, last, grid)
     writer = _BlockWriter(store, info, plan.scale_index, plan.region_start, plan.merge, write_empty)
     after_key = None if after is None else after.key
-    token = dask.base.tokenize(store.url, scale.key, data.name, plan.region_start, after_key)
+    wave = None if tasks is None else [(r.start, r.stop) for r in grid]
+    token = dask.base.tokenize(store.url, scale.key, data.name, plan.region_start, after_key, wave)
     name = f"{TASK_PREFIX}{token}"
     layer: dict = {}
-    for index in np.ndindex(*(len(c) for c in chunks)):
+    for index in itertools.product(*grid):
         lo = [int(task_starts[d][index[d]]) for d in range(3)]
         shape = [chunks[d][index[d]] for d in range(3)] + [data.shape[3]]
         pieces = [
@@ -95,8 +97,11 @@ class _BlockSources:
     no block has to be kept alive for the others).
     """
 
-    def __init__(self, data: da.Array, task_chunks, first, last):
+    def __init__(self, data: da.Array, task_chunks, first, last, grid):
         self.data = data
+        # the blocks the tasks in ``grid`` overlap, per axis
+        self.blocks = [range(first[d][grid[d].start], last[d][grid[d].stop - 1])
+                       if len(grid[d]) else range(0) for d in range(3)]  # fmt: skip
         self.shared = []
         for d in range(3):
             count = np.zeros(len(data.chunks[d]), np.int64)
@@ -143,7 +148,12 @@ class _BlockSources:
 
     def _full_graph(self) -> dict:
         if self._graph is None:
-            self._graph = dict(self.data.__dask_graph__())
+            # culled to the blocks of these tasks: a wave's input may have millions more
+            graph = self.data.__dask_graph__()
+            keys = {(self.data.name, *b, 0) for b in itertools.product(*self.blocks)}
+            if len(keys) < self.data.npartitions:
+                graph = graph.cull(keys)
+            self._graph = dict(graph)
         return self._graph
 
     def _subgraph(self, key) -> dict:
@@ -162,6 +172,19 @@ def _is_task(value) -> bool:
     if isinstance(value, GraphNode):
         return not isinstance(value, (DataNode, Alias))
     return istask(value)
+
+
+def task_boxes(
+    info: VolumeInfo, scale_index: int, start: tuple[int, ...], shape: tuple[int, ...]
+) -> tuple[tuple[int, ...], ...]:
+    """The write tasks' boxes over ``shape`` voxels at ``start`` (scale coordinates), as
+    Dask-style chunks per axis: cut at shard boxes, or at groups of whole chunks."""
+    scale = info.scales[scale_index]
+    if scale.sharding is not None:
+        unit = shard_box_voxels(scale, shard_box_chunks(scale.grid_shape, scale.sharding))
+    else:
+        unit = chunk_group(scale, info.dtype.itemsize * info.num_channels)
+    return tuple(_aligned_chunks(start[d], shape[d], unit[d]) for d in range(3))
 
 
 def _aligned_chunks(start: int, length: int, unit: int) -> tuple[int, ...]:

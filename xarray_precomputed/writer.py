@@ -30,6 +30,7 @@ from .shard_graph import two_stage_graph
 from .storage import Store
 from .write_graph import TASK_PREFIX, write_graph
 from .write_plan import Mode, plan_tree_write, plan_write, read_existing_info
+from .write_waves import count_waves, waves
 
 INFO_TASK_PREFIX = "precomputed-info-"  # key prefix of the task writing the info
 
@@ -57,6 +58,7 @@ def to_precomputed(
     compute: bool = True,
     progress: bool = False,
     resume: bool = False,
+    max_tasks: int | None = None,
 ) -> Any:
     """Write ``obj`` as a Neuroglancer precomputed volume at ``url``.
 
@@ -79,6 +81,12 @@ def to_precomputed(
     alone (compared by size and content, or the S3 ETag / GCS MD5), so only what is
     missing or different is put; with ``mode="w-"`` an existing ``info`` equal to the
     one being written is accepted, and ``mode="w"`` then deletes nothing.
+
+    ``max_tasks`` bounds the graph: the write is cut at shard boxes into waves of at most
+    that many write tasks, each a graph of its own computed after the previous one (for
+    volumes of millions of shards, whose one graph would not fit on a client or scheduler;
+    ``compute=True`` only). The ``info`` is written first; a failed wave leaves the waves
+    before it stored, and the same call with ``resume=True`` continues.
 
     Returns the number of objects written (``compute=True``) or a
     ``dask.delayed`` object that writes when computed: until then nothing is
@@ -142,6 +150,11 @@ def to_precomputed(
             f"the data is read lazily from {store.url}, which mode='w' would delete before "
             "reading it; write to another URL, or use mode='r+' to update it in place"
         )
+    if max_tasks is not None:
+        if not compute:
+            raise WriteError("max_tasks writes wave after wave: it needs compute=True")
+        return _write_in_waves(store, info, plans, plan_mode, write_empty_chunks, progress,
+                               max_tasks)  # fmt: skip
     # The info write (and mode="w"'s removal of the old scales) is a task every
     # write task depends on: nothing is stored before the graph is computed, and
     # then the info comes first.
@@ -159,6 +172,29 @@ def to_precomputed(
         what = "writing " + ", ".join(s.key for s in scales)
         return compute_with_progress(total, progress, key_prefix=TASK_PREFIX, description=what,
                                      unit=unit)  # fmt: skip
+    return total
+
+
+def _write_in_waves(store, info, plans, mode, write_empty, progress, max_tasks) -> int:
+    for p in plans:
+        scale = info.scales[p.scale_index]
+        if scale.sharding is not None and shard_box_chunks(scale.grid_shape,
+                                                           scale.sharding) is None:  # fmt: skip
+            raise WriteError(
+                f"max_tasks cuts a write at shard boxes, and the shards of scale {scale.key!r} "
+                "are not boxes (murmurhash or too few bits): write it without max_tasks"
+            )
+        count_waves(info, p, max_tasks)  # checks max_tasks before anything is written
+    _write_info(store, info, mode)
+    total = 0
+    for p in plans:
+        key = info.scales[p.scale_index].key
+        n = count_waves(info, p, max_tasks)
+        unit = "shard" if info.scales[p.scale_index].sharding is not None else "task"
+        for i, tasks in enumerate(waves(info, p, max_tasks), 1):
+            graph = write_graph(store, info, p, write_empty, tasks=tasks)
+            total += compute_with_progress(graph, progress, key_prefix=TASK_PREFIX, unit=unit,
+                                           description=f"writing {key}, wave {i}/{n}")  # fmt: skip
     return total
 
 

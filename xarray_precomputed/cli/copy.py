@@ -41,6 +41,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted copy: scales already in DST are completed "
                    "in place, objects already stored with the same bytes are skipped")  # fmt: skip
+    p.add_argument("--max-tasks", type=int, default=None, metavar="N",
+                   help="write in waves of at most N shards, one graph each (for volumes "
+                   "of millions of shards)")  # fmt: skip
     p.add_argument("--src-storage-options", type=json_object, default=None, metavar="JSON",
                    help="fsspec options for SRC (inline JSON or @file.json)")  # fmt: skip
     p.add_argument("--dst-storage-options", type=json_object, default=None, metavar="JSON",
@@ -139,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
             total += to_precomputed(
                 ds, args.dst, mode=mode, region="auto" if mode == "r+" else None,
                 resume=args.resume, storage_options=args.dst_storage_options,
-                progress=not args.quiet, **options,
+                progress=not args.quiet, max_tasks=args.max_tasks, **options,
             )  # fmt: skip
     if not args.quiet:
         print(
