@@ -124,6 +124,11 @@ def _measure(reader: str, path: str, variable: str) -> tuple[Any, dict]:
     raise ValueError(reader)
 
 
+def _warm_process(path: str, variable: str) -> None:
+    """A tiny eager read in this process (run on each cluster worker before timing)."""
+    _ = _open(path, None)[variable][:2, :2, :2].values
+
+
 def worker(payload: dict[str, Any]) -> None:
     import dask
     import numpy as np
@@ -151,6 +156,8 @@ def worker(payload: dict[str, Any]) -> None:
             ].values
         else:
             _ = _open(path, {} if client else None)[variable][:2, :2, :2].values
+            if client is not None:  # every worker process: imports, decoder set-up
+                client.run(_warm_process, path, variable)
         with PeakMemory() as mem:
             t0 = time.perf_counter()
             result, facts = _measure(reader, path, variable)
@@ -251,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{v.name} ({v.nbytes / MiB:.0f} MiB)", flush=True)
         runs: dict[str, list[dict]] = {r: [] for r in args.readers}
         for rep in range(args.repeat):
-            for reader in args.readers:  # interleaved: a noisy neighbour hits all alike
+            # interleaved, so a noisy neighbour hits all alike; the order reversed every
+            # other round, so none is always first after a pause (memory the machine has
+            # reclaimed in between costs more to touch)
+            order = args.readers if rep % 2 == 0 else args.readers[::-1]
+            for reader in order:
                 wait_for_quiet(args.max_wait)
                 r = run_worker(Path(__file__).resolve(),
                                {"reader": reader, "path": str(path), "variable": v.variable})  # fmt: skip
