@@ -194,3 +194,43 @@ def test_unsharded_each_chunk_put_once(tmp_path, monkeypatch, chunking):
     assert len(counts) == 6 * 4 * 4 and set(counts.values()) == {1}
     data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = patch
     np.testing.assert_array_equal(ours(url), data)
+
+
+@pytest.mark.parametrize("data_enc", ["raw", "gzip"])
+@pytest.mark.parametrize("encoding", ["raw", "compressed_segmentation"])
+def test_streamed_local_shards_equal_shards_assembled_in_memory(
+    tmp_path, monkeypatch, data_enc, encoding
+):
+    """A local shard is written to its file chunk by chunk; an object store's is assembled
+    in memory and put whole: the bytes are the same, empty chunks left out alike."""
+    import uuid
+
+    import fsspec
+
+    from xarray_precomputed import shard_buffers
+
+    streamed_files = []
+    real_init = shard_buffers.ShardFileSink.__init__
+
+    def init(self, f, isize):
+        streamed_files.append(f.name)
+        real_init(self, f, isize)
+
+    monkeypatch.setattr(shard_buffers.ShardFileSink, "__init__", init)
+
+    size, chunk = (48, 40, 13), (8, 8, 4)
+    spec = sharding_dict(3, 0, 5, data_enc=data_enc)
+    data = rand((*size, 1), "uint32", seed=12)
+    data[:16, :16, :8] = 0  # a whole shard of empty chunks: no file
+    data[16:24, :8, :4] = 0  # one empty chunk in a shard
+    arr = make_array(da.from_array(data, chunks=(16, 16, 8, 1)))
+    local = str(tmp_path / "v")
+    memory = f"memory://{uuid.uuid4().hex}/v"
+    for url in (local, memory):
+        xp.to_precomputed(arr, url, chunk_size=chunk, sharding=spec, encoding=encoding)
+    fs = fsspec.filesystem("memory")
+    in_memory = {p.rsplit("/", 1)[1]: fs.cat_file(p) for p in fs.find(memory + "/4_4_40")}
+    streamed = {p.name: p.read_bytes() for p in (tmp_path / "v" / "4_4_40").iterdir()}
+    assert streamed == in_memory and len(streamed) == 3 * 3 * 2 - 1
+    assert len(streamed_files) == 3 * 3 * 2  # every local shard streamed, the empty one too
+    np.testing.assert_array_equal(peers.tensorstore_read(local), data)

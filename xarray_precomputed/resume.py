@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from .metadata import VolumeInfo
-from .storage import Store
+from .storage import Store, StreamedObject
 
 
 class ResumingStore(Store):
@@ -24,13 +24,20 @@ class ResumingStore(Store):
 
     >>> import tempfile
     >>> s = ResumingStore(tempfile.mkdtemp())
-    >>> s.put("a", b"xyz"); s.holds("a", b"xyz"), s.holds("a", b"xy"), s.holds("b", b"")
+    >>> s.put("a", b"xyz")
+    True
+    >>> s.holds("a", b"xyz"), s.holds("a", b"xy"), s.holds("b", b"")
     (True, False, False)
     """
 
-    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview | StreamedObject) -> bool:
+        if isinstance(data, StreamedObject):  # compared whole with what is stored
+            data = data.to_bytes()
+            if data is None:
+                return False
         if not self.holds(key, data):
-            super().put(key, data)
+            return super().put(key, data)
+        return True
 
     def holds(self, key: str, data: bytes | bytearray | memoryview) -> bool:
         """Whether ``key`` is stored with exactly ``data``."""

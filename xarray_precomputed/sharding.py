@@ -17,6 +17,7 @@ import numpy as np
 from .compression import gzip_compress, gzip_decompress
 from .errors import CorruptDataError
 from .metadata import ShardingSpec
+from .shard_buffers import InPlace, _ShardBuffer
 
 _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
@@ -195,7 +196,8 @@ def assemble_shard(
     entries: Sequence[tuple[int, Callable[[], bytes | memoryview | None]]],
     spec: ShardingSpec,
     capacity=None,
-) -> bytearray | memoryview | None:
+    sink=None,
+) -> bytearray | memoryview | int | None:
     """Build a shard file, producing each chunk's bytes only when it is appended.
 
     ``entries`` pairs chunk ids with callables returning the chunk's stored bytes
@@ -205,15 +207,13 @@ def assemble_shard(
     are appended as they are produced, so memory stays near the shard's size.
     Returns ``None`` when no chunk remains (an empty shard is never written).
 
-    With ``capacity`` (the most bytes the shard can take, see :func:`shard_capacity`)
-    the shard is built in one buffer of that size, returned as a memoryview of its
-    used part: no reallocation as it grows (each can copy the shard, and leaves holes
-    in the heap that count in the process's memory); pages never written are never
-    touched. ``capacity`` may also be a laid-out shard (``.buf``, the buffer, with chunks
-    already assembled where they will be stored if every chunk is kept; ``.evacuate()``,
-    called when one is left out, moves those not yet stored out of the buffer): see
-    :class:`.write_tasks.ShardSpace`. Without it (or should the shard outgrow it), a
-    growing bytearray.
+    With ``capacity`` (a laid-out shard: ``.buf``, the buffer, with chunks already
+    assembled where they will be stored if every chunk is kept; ``.evacuate()``, called
+    when one is left out, moves those not yet stored out of the buffer; see
+    :class:`.write_tasks.ShardSpace`) the shard is built in that buffer; pages never
+    written are never touched. Without it (or should the shard outgrow it), a
+    growing bytearray. With ``sink`` (a :class:`.shard_buffers.ShardFileSink`) the shard
+    is written to a file as it is assembled, and its size is returned.
     """
     if not entries:
         return None
@@ -225,7 +225,7 @@ def assemble_shard(
     ):
         raise ValueError("duplicate chunk ids in one shard")
     isize = shard_index_size(spec)
-    out = _ShardBuffer(isize, capacity)
+    out = sink if sink is not None else _ShardBuffer(isize, capacity)
     header = np.zeros(((1 << spec.minishard_bits), 2), dtype="<u8")
     current: list = [None, [], [], []]  # minishard, ids, relative starts, sizes
 
@@ -273,101 +273,6 @@ def minishard_index_bytes(ids, starts, sizes, spec: ShardingSpec) -> bytes:
     if spec.minishard_index_encoding == "gzip":
         index_bytes = gzip_compress(index_bytes)
     return index_bytes
-
-
-def shard_capacity(spec: ShardingSpec, chunk_sizes: Sequence[int]) -> int:
-    """The most bytes a shard of chunks of at most ``chunk_sizes`` stored bytes each can take
-    (index, chunks, minishard indexes, whatever the minishards the chunks fall in)."""
-    n = len(chunk_sizes)
-    index = 24 * n
-    if spec.minishard_index_encoding == "gzip":  # deflate's worst case, a header per minishard
-        index += index // 1000 + 64 * min(n, 1 << spec.minishard_bits) + 64
-    return shard_index_size(spec) + int(sum(chunk_sizes)) + index
-
-
-class InPlace:
-    """A chunk's stored bytes written straight into the shard being assembled, with no
-    copy of their own: what a producer may return instead of the bytes (raw chunks).
-
-    ``fill(dst)`` writes ``size`` bytes into the uint8 array ``dst`` and returns whether
-    the chunk is kept (``False``: leave it out, as a producer returning ``None``).
-    """
-
-    __slots__ = ("size", "fill")
-
-    def __init__(self, size: int, fill: Callable[[np.ndarray], bool]) -> None:
-        self.size = size
-        self.fill = fill
-
-
-class _Filled:
-    """What :meth:`_ShardBuffer.fill` returns for a chunk kept: its length, nothing to copy."""
-
-    __slots__ = ("size",)
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size
-
-
-class _ShardBuffer:
-    """What :func:`assemble_shard` appends to: a bytearray, or one preallocated buffer."""
-
-    def __init__(self, isize: int, capacity) -> None:
-        self.space = None
-        if hasattr(capacity, "buf"):  # a laid-out shard: chunks may already be in place
-            self.space = capacity
-            self.buf = capacity.buf
-            self.ba = None
-        elif capacity is not None and capacity >= isize:
-            self.buf = np.empty(capacity, np.uint8)  # not zeroed: no page touched yet
-            self.ba = None
-        else:
-            self.buf = None
-            self.ba = bytearray(isize)
-        self.n = isize
-
-    def __len__(self) -> int:
-        return self.n
-
-    def dropped(self) -> None:
-        """A chunk was left out: the later chunks no longer sit where they will be stored."""
-        if self.space is not None:
-            self.space.evacuate()
-            self.space = None
-
-    def fill(self, chunk: InPlace) -> _Filled | None:
-        """Write ``chunk`` at the end; its bytes count once :meth:`extend` is given the result."""
-        size = chunk.size
-        if self.buf is not None and self.n + size <= len(self.buf):
-            if not chunk.fill(self.buf[self.n : self.n + size]):
-                return None
-            return _Filled(size)
-        tmp = np.empty(size, np.uint8)
-        return tmp if chunk.fill(tmp) else None
-
-    def extend(self, data) -> None:
-        size = len(data)
-        if isinstance(data, _Filled):  # already in place
-            self.n += size
-            return
-        if self.buf is not None and self.n + size > len(self.buf):
-            self.ba = bytearray(self.buf[: self.n])  # should not happen: the capacity was wrong
-            self.buf = None
-        if self.buf is not None:
-            self.buf[self.n : self.n + size] = np.frombuffer(data, np.uint8)
-        else:
-            self.ba.extend(data)
-        self.n += size
-
-    def finish(self, header: bytes) -> bytearray | memoryview:
-        if self.buf is None:
-            self.ba[: len(header)] = header
-            return self.ba
-        self.buf[: len(header)] = np.frombuffer(header, np.uint8)
-        return memoryview(self.buf)[: self.n]
 
 
 def stored_chunks(shard: bytes, spec: ShardingSpec, where: str) -> Iterable[tuple[int, memoryview]]:

@@ -8,15 +8,15 @@ naming the object.
 
 from __future__ import annotations
 
+import io
 import os
-import threading
-import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, BinaryIO
 
 import fsspec
 
+from . import local_io
 from .compression import gzip_decompress
 from .errors import CorruptDataError, StorageError
 from .object_reads import open_reader
@@ -30,16 +30,26 @@ from .remote import (
 from .retry import RetryPolicy, describe
 
 _PREFIX = "precomputed://"
-_thread_buffers = threading.local()
 
 
-def _thread_buffer(size: int) -> memoryview:
-    """``size`` bytes of this thread's reusable read buffer (grown as needed)."""
-    buf = getattr(_thread_buffers, "buf", None)
-    if buf is None or len(buf) < size:
-        # grown in powers of two: callers' sizes vary a little from read to read
-        buf = _thread_buffers.buf = bytearray(1 << max(0, size - 1).bit_length())
-    return memoryview(buf)[:size]
+class StreamedObject:
+    """An object's bytes as ``write(f)`` writes them to an open binary file, returning
+    whether to store it at all: what :meth:`Store.put` takes for an object that should not
+    be whole in memory (a local shard is written chunk by chunk as it is encoded).
+
+    >>> StreamedObject(lambda f: f.write(b"abc") == 3).to_bytes()
+    b'abc'
+    """
+
+    __slots__ = ("write",)
+
+    def __init__(self, write: Callable[[BinaryIO], bool]) -> None:
+        self.write = write
+
+    def to_bytes(self) -> bytes | None:
+        """The whole object in memory (``None``: not to be stored)."""
+        buf = io.BytesIO()
+        return buf.getvalue() if self.write(buf) else None
 
 
 def normalize_url(url: str | os.PathLike) -> str:
@@ -82,7 +92,9 @@ class Store:
 
     >>> import tempfile
     >>> s = Store(tempfile.mkdtemp())
-    >>> s.put("a/b", b"xyz"); s.get("a/b"), s.get_range("a/b", 1, 3), s.get("missing")
+    >>> s.put("a/b", b"xyz")
+    True
+    >>> s.get("a/b"), s.get_range("a/b", 1, 3), s.get("missing")
     (b'xyz', b'yz', None)
     """
 
@@ -242,23 +254,10 @@ class Store:
         """
         if not self.is_local:
             return self._get_remote(key)  # obstore's buffer as is: no copy
-        path = self.path(key)
-        try:
-            f = open(path, "rb", buffering=0)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        view = local_io.read_whole_reusing(self.path(key))
+        if view is None:
             return self.get(key, max_size)  # also looks for cloud-files' suffixed variants
-        except OSError as e:
-            raise StorageError(f"cannot read {path}: {e}") from e
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            view = _thread_buffer(size)
-            n = 0
-            while n < size:
-                got = f.readinto(view[n:])
-                if not got:
-                    break
-                n += got
-        return view[:n]
+        return view
 
     def get_many(
         self, keys: Sequence[str], max_size: int | None = None
@@ -300,8 +299,10 @@ class Store:
         if self.is_local:
             # Sequential: callers already run in the pool, and page-cache reads are quick.
             if reuse_buffer:
-                return self._local_ranges_reusing(requests)
-            return [self._local_range(*r) for r in requests]
+                return local_io.read_ranges_reusing(
+                    [(self.path(k), start, end) for k, start, end in requests]
+                )
+            return [local_io.read_range(self.path(k), start, end) for k, start, end in requests]
         paths = [self.read_path(k) for k, _, _ in requests]
         remote = self._remote
 
@@ -327,58 +328,6 @@ class Store:
                 out[i] = r[start:end]
         return out
 
-    def _local_ranges_reusing(
-        self, requests: Sequence[tuple[str, int, int]]
-    ) -> list[memoryview | None]:
-        files: dict[str, tuple[int, int] | None] = {}  # key -> (fd, size), None if missing
-        try:
-            for key, _, _ in requests:
-                if key not in files:
-                    fd = self._open_for_ranges(key)
-                    files[key] = None if fd is None else (fd, os.fstat(fd).st_size)
-            # a corrupt index may ask for exabytes: never allocate past a file's end
-            spans = [
-                (f[0], start, max(0, min(end, f[1]) - start)) if f else None
-                for (key, start, end) in requests
-                for f in (files[key],)
-            ]
-            view = _thread_buffer(sum(sp[2] for sp in spans if sp))
-            out: list[memoryview | None] = []
-            pos = 0
-            for sp in spans:
-                if sp is None:
-                    out.append(None)
-                    continue
-                fd, start, n = sp
-                n = os.preadv(fd, [view[pos : pos + n]], start) if n else 0
-                out.append(view[pos : pos + n])
-                pos += n
-            return out
-        finally:
-            for f in files.values():
-                if f is not None:
-                    os.close(f[0])
-
-    def _open_for_ranges(self, key: str) -> int | None:
-        path = self.path(key)
-        try:
-            return os.open(path, os.O_RDONLY)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as e:
-            raise StorageError(f"cannot read {path}: {e}") from e
-
-    def _local_range(self, key: str, start: int, end: int) -> bytes | None:
-        fd = self._open_for_ranges(key)
-        if fd is None:
-            return None
-        try:
-            # a corrupt index may ask for exabytes: never allocate past the file's end
-            end = min(end, os.fstat(fd).st_size)
-            return os.pread(fd, max(0, end - start), start)
-        finally:
-            os.close(fd)
-
     def exists(self, key: str) -> bool:
         if self.is_local:
             return os.path.exists(self.path(key))
@@ -395,24 +344,22 @@ class Store:
 
     # -- writes --------------------------------------------------------------
 
-    def put(self, key: str, data: bytes | bytearray | memoryview) -> None:
-        """Store an object atomically: readers see the old object or the new, never a mix."""
+    def put(self, key: str, data: bytes | bytearray | memoryview | StreamedObject) -> bool:
+        """Store an object atomically: readers see the old object or the new, never a mix.
+
+        ``data`` may be a :class:`StreamedObject`: on local disk it is written to the file
+        as it is produced, never whole in memory. Returns whether an object was stored
+        (a streamed object may decline).
+        """
         path = self.path(key)
+        if isinstance(data, StreamedObject):
+            if self.is_local:
+                return local_io.write_atomically(path, data.write)
+            data = data.to_bytes()
+            if data is None:
+                return False
         if self.is_local:
-            directory = os.path.dirname(path)
-            tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-            try:
-                os.makedirs(directory, exist_ok=True)
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            except OSError as e:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise StorageError(f"cannot write {path}: {e}") from e
-            return
+            return local_io.write_atomically(path, lambda f: f.write(data) is not None)
         try:
             # One request: object stores publish it whole or not at all. A bytearray
             # is passed as is, so a shard is not copied once more before upload.
@@ -421,6 +368,7 @@ class Store:
         except Exception as e:
             raise StorageError(f"cannot write {self.url_of(key)}: {e}") from e
         self.fs.invalidate_cache(path)
+        return True
 
     def delete(self, key: str) -> None:
         """Remove an object if it exists."""

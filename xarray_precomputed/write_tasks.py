@@ -18,19 +18,18 @@ from .errors import WriteError
 from .input_blocks import ChunkedBox, InputPieces
 from .metadata import Scale, VolumeInfo
 from .reader import ScaleReader
+from .shard_buffers import InPlace, ShardFileSink
 from .sharding import (
-    InPlace,
     assemble_shard,
     decode_chunk_data,
     encode_chunk_data,
     minishard_index_bytes,
     shard_and_minishard,
-    shard_capacity,
     shard_index_size,
     shard_key,
     stored_chunks,
 )
-from .storage import Store
+from .storage import Store, StreamedObject
 
 
 def write_block(
@@ -163,13 +162,19 @@ def _write_shard(store, info, scale_index, block, origin, merge, write_empty) ->
     entries = _shard_entries(block, True, cells, ids, covered, {}, codec, spec, info,
                              write_empty, where)  # fmt: skip
     capacity = getattr(block, "space", None)  # a shard whose chunks are already in place
-    if capacity is not None:
-        pass
-    elif store.is_local and codec.name == "raw" and spec.data_encoding == "raw":
-        # each chunk's bytes are known in advance: one buffer, never reallocated (for a
-        # store that writes a memoryview as is; others would copy it into bytes)
-        sizes = [codec.nbytes(cov[3]) for cov in covered]
-        capacity = shard_capacity(spec, sizes)
+    if capacity is None and store.is_local:
+        # written to the file chunk by chunk as they are encoded: never whole in memory
+        isize = shard_index_size(spec)
+
+        def write(f) -> bool:
+            return assemble_shard(entries, spec, sink=ShardFileSink(f, isize)) is not None
+
+        if store.put(key, StreamedObject(write)):
+            return 1
+        if merge:
+            store.delete(key)
+            return 1
+        return 0
     data = assemble_shard(entries, spec, capacity)
     if data is None:
         if merge:

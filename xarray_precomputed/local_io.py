@@ -1,0 +1,151 @@
+"""Local files: atomic writes (whole or streamed) and reads into a buffer each thread reuses.
+
+:class:`~xarray_precomputed.storage.Store` maps keys to paths and calls these for local
+volumes. Reads that are decoded at once go into the thread's buffer: a fresh ``bytes`` per
+chunk would be freshly mapped memory again and again, each first touch a page fault.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from typing import BinaryIO
+
+from .errors import StorageError
+
+_thread_buffers = threading.local()
+
+
+def thread_buffer(size: int) -> memoryview:
+    """``size`` bytes of this thread's reusable buffer (grown in powers of two).
+
+    What a previous call returned is overwritten: callers decode before reading again.
+    """
+    buf = getattr(_thread_buffers, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _thread_buffers.buf = bytearray(1 << max(0, size - 1).bit_length())
+    return memoryview(buf)[:size]
+
+
+def write_atomically(path: str, write: Callable[[BinaryIO], bool]) -> bool:
+    """Create or replace ``path`` with what ``write(f)`` writes to an open temp file beside
+    it, renamed into place: readers see the old file or the new, never a mix.
+
+    ``write`` returns whether to keep the file; if not (or if it raises), the temp file is
+    removed and ``path`` is left as it was. Returns whether ``path`` was written.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "a", "obj")
+    >>> write_atomically(p, lambda f: f.write(b"xyz") > 0), open(p, "rb").read()
+    (True, b'xyz')
+    >>> write_atomically(p, lambda f: f.write(b"other") < 0), open(p, "rb").read()
+    (False, b'xyz')
+    >>> new = os.path.join(os.path.dirname(p), "new", "x")  # declined: no directory made
+    >>> write_atomically(new, lambda f: False), os.listdir(os.path.dirname(p))
+    (False, ['obj'])
+    """
+    directory = os.path.dirname(path)
+    # the temp file goes in the nearest directory that exists: none is created for an
+    # object that is then not stored (an empty shard)
+    home = directory
+    while home and not os.path.isdir(home) and os.path.dirname(home) != home:
+        home = os.path.dirname(home)
+    tmp = os.path.join(home, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            keep = write(f)
+        if keep:
+            os.makedirs(directory, exist_ok=True)
+            os.replace(tmp, path)
+            return True
+    except BaseException as e:
+        _remove(tmp)
+        if isinstance(e, OSError):
+            raise StorageError(f"cannot write {path}: {e}") from e
+        raise
+    _remove(tmp)
+    return False
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def open_for_reading(path: str) -> int | None:
+    """A read-only descriptor of ``path``, or ``None`` if it does not exist."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise StorageError(f"cannot read {path}: {e}") from e
+
+
+def read_whole_reusing(path: str) -> memoryview | None:
+    """The whole file in the thread's buffer (:func:`thread_buffer`); ``None`` if missing."""
+    try:
+        f = open(path, "rb", buffering=0)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    except OSError as e:
+        raise StorageError(f"cannot read {path}: {e}") from e
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        view = thread_buffer(size)
+        n = 0
+        while n < size:
+            got = f.readinto(view[n:])
+            if not got:
+                break
+            n += got
+    return view[:n]
+
+
+def read_range(path: str, start: int, end: int) -> bytes | None:
+    """Bytes ``[start, end)`` of the file (fewer past its end), ``None`` if missing."""
+    fd = open_for_reading(path)
+    if fd is None:
+        return None
+    try:
+        # a corrupt index may ask for exabytes: never allocate past the file's end
+        end = min(end, os.fstat(fd).st_size)
+        return os.pread(fd, max(0, end - start), start)
+    finally:
+        os.close(fd)
+
+
+def read_ranges_reusing(requests: Sequence[tuple[str, int, int]]) -> list[memoryview | None]:
+    """Byte ranges ``(path, start, end)`` in the thread's buffer, one ``open`` per file."""
+    files: dict[str, tuple[int, int] | None] = {}  # path -> (fd, size), None if missing
+    try:
+        for path, _, _ in requests:
+            if path not in files:
+                fd = open_for_reading(path)
+                files[path] = None if fd is None else (fd, os.fstat(fd).st_size)
+        # a corrupt index may ask for exabytes: never allocate past a file's end
+        spans = [
+            (f[0], start, max(0, min(end, f[1]) - start)) if f else None
+            for (path, start, end) in requests
+            for f in (files[path],)
+        ]
+        view = thread_buffer(sum(sp[2] for sp in spans if sp))
+        out: list[memoryview | None] = []
+        pos = 0
+        for sp in spans:
+            if sp is None:
+                out.append(None)
+                continue
+            fd, start, n = sp
+            n = os.preadv(fd, [view[pos : pos + n]], start) if n else 0
+            out.append(view[pos : pos + n])
+            pos += n
+        return out
+    finally:
+        for f in files.values():
+            if f is not None:
+                os.close(f[0])
