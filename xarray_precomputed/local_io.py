@@ -76,57 +76,57 @@ def _remove(path: str) -> None:
         pass
 
 
-def open_for_reading(path: str) -> int | None:
-    """A read-only descriptor of ``path``, or ``None`` if it does not exist."""
+def open_for_reading(path: str) -> BinaryIO | None:
+    """``path`` opened for unbuffered reading, or ``None`` if it does not exist."""
     try:
-        return os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as e:
-        raise StorageError(f"cannot read {path}: {e}") from e
-
-
-def read_whole_reusing(path: str) -> memoryview | None:
-    """The whole file in the thread's buffer (:func:`thread_buffer`); ``None`` if missing."""
-    try:
-        f = open(path, "rb", buffering=0)
+        return open(path, "rb", buffering=0)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     except OSError as e:
         raise StorageError(f"cannot read {path}: {e}") from e
+
+
+def _read_into(f: BinaryIO, view: memoryview) -> int:
+    """Fill ``view`` from ``f``'s position; fewer bytes only at the end of the file."""
+    n = 0
+    while n < len(view):
+        got = f.readinto(view[n:])
+        if not got:
+            break
+        n += got
+    return n
+
+
+def read_whole_reusing(path: str) -> memoryview | None:
+    """The whole file in the thread's buffer (:func:`thread_buffer`); ``None`` if missing."""
+    f = open_for_reading(path)
+    if f is None:
+        return None
     with f:
-        size = os.fstat(f.fileno()).st_size
-        view = thread_buffer(size)
-        n = 0
-        while n < size:
-            got = f.readinto(view[n:])
-            if not got:
-                break
-            n += got
-    return view[:n]
+        view = thread_buffer(os.fstat(f.fileno()).st_size)
+        return view[: _read_into(f, view)]
 
 
 def read_range(path: str, start: int, end: int) -> bytes | None:
     """Bytes ``[start, end)`` of the file (fewer past its end), ``None`` if missing."""
-    fd = open_for_reading(path)
-    if fd is None:
+    f = open_for_reading(path)
+    if f is None:
         return None
-    try:
+    with f:
         # a corrupt index may ask for exabytes: never allocate past the file's end
-        end = min(end, os.fstat(fd).st_size)
-        return os.pread(fd, max(0, end - start), start)
-    finally:
-        os.close(fd)
+        end = min(end, os.fstat(f.fileno()).st_size)
+        f.seek(start)
+        return f.read(max(0, end - start))
 
 
 def read_ranges_reusing(requests: Sequence[tuple[str, int, int]]) -> list[memoryview | None]:
     """Byte ranges ``(path, start, end)`` in the thread's buffer, one ``open`` per file."""
-    files: dict[str, tuple[int, int] | None] = {}  # path -> (fd, size), None if missing
+    files: dict[str, tuple[BinaryIO, int] | None] = {}  # path -> (file, size), None if missing
     try:
         for path, _, _ in requests:
             if path not in files:
-                fd = open_for_reading(path)
-                files[path] = None if fd is None else (fd, os.fstat(fd).st_size)
+                f = open_for_reading(path)
+                files[path] = None if f is None else (f, os.fstat(f.fileno()).st_size)
         # a corrupt index may ask for exabytes: never allocate past a file's end
         spans = [
             (f[0], start, max(0, min(end, f[1]) - start)) if f else None
@@ -140,12 +140,13 @@ def read_ranges_reusing(requests: Sequence[tuple[str, int, int]]) -> list[memory
             if sp is None:
                 out.append(None)
                 continue
-            fd, start, n = sp
-            n = os.preadv(fd, [view[pos : pos + n]], start) if n else 0
+            f, start, n = sp
+            f.seek(start)
+            n = _read_into(f, view[pos : pos + n])
             out.append(view[pos : pos + n])
             pos += n
         return out
     finally:
-        for f in files.values():
-            if f is not None:
-                os.close(f[0])
+        for entry in files.values():
+            if entry is not None:
+                entry[0].close()
