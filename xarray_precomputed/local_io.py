@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
-from .errors import StorageError
+from .compression import gzip_decompress
+from .errors import CorruptDataError, StorageError
 
 _thread_buffers = threading.local()
 
@@ -95,6 +96,44 @@ def _read_into(f: BinaryIO, view: memoryview) -> int:
             break
         n += got
     return n
+
+
+def read_whole(path: str, max_size: int | None = None) -> bytes | None:
+    """The whole file, or ``None`` if it does not exist. Where it does not, cloud-files'
+    compressed variants ``path.gz`` / ``path.br`` are read and decompressed (at most
+    ``max_size`` bytes; docs/format.md §2.4)."""
+    f = open_for_reading(path)
+    if f is not None:
+        with f:
+            return f.read()
+    for suffix in (".gz", ".br"):
+        f = open_for_reading(path + suffix)
+        if f is None:
+            continue
+        with f:
+            data = f.read()
+        try:
+            return _decompress_suffixed(data, suffix, max_size, path + suffix)
+        except CorruptDataError:
+            raise
+        except Exception as e:  # the object is there but corrupt
+            raise CorruptDataError(f"cannot decompress {path + suffix}: {e}") from e
+    return None
+
+
+def _decompress_suffixed(data: bytes, suffix: str, max_size: int | None, where: str) -> bytes:
+    if suffix == ".gz":
+        return gzip_decompress(data, max_size, where)
+    import brotli  # only needed for cloud-files' .br files
+
+    d = brotli.Decompressor()
+    limit = (max_size + 1) if max_size is not None else 0
+    out = d.process(data, output_buffer_limit=limit) if limit else d.process(data)
+    if max_size is not None and len(out) > max_size:
+        raise CorruptDataError(f"{where}: brotli data expands beyond {max_size} bytes")
+    if not d.is_finished():
+        raise CorruptDataError(f"{where}: brotli data is truncated")
+    return out
 
 
 def read_whole_reusing(path: str) -> memoryview | None:

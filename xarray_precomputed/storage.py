@@ -17,8 +17,7 @@ from typing import Any, BinaryIO
 import fsspec
 
 from . import local_io
-from .compression import gzip_decompress
-from .errors import CorruptDataError, StorageError
+from .errors import StorageError
 from .object_reads import open_reader
 from .remote import (
     OWN_OPTIONS,
@@ -70,21 +69,6 @@ def normalize_url(url: str | os.PathLike) -> str:
     if "://" not in url:
         return str(Path(url).expanduser().absolute()).rstrip("/") or "/"
     return url.rstrip("/")
-
-
-def _decompress_suffixed(data: bytes, suffix: str, max_size: int | None, where: str) -> bytes:
-    if suffix == ".gz":
-        return gzip_decompress(data, max_size, where)
-    import brotli  # only needed for cloud-files' .br files
-
-    d = brotli.Decompressor()
-    limit = (max_size + 1) if max_size is not None else 0
-    out = d.process(data, output_buffer_limit=limit) if limit else d.process(data)
-    if max_size is not None and len(out) > max_size:
-        raise CorruptDataError(f"{where}: brotli data expands beyond {max_size} bytes")
-    if not d.is_finished():
-        raise CorruptDataError(f"{where}: brotli data is truncated")
-    return out
 
 
 class Store:
@@ -204,28 +188,7 @@ class Store:
         ``max_size`` bounds what a cloud-files ``.gz``/``.br`` object may expand to.
         """
         if self.is_local:
-            path = self.path(key)
-            try:
-                with open(path, "rb") as f:
-                    return f.read()
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                pass
-            except OSError as e:
-                raise StorageError(f"cannot read {path}: {e}") from e
-            # cloud-files stores compressed local chunks with a suffix (docs/format.md §2.4).
-            for suffix in (".gz", ".br"):
-                try:
-                    with open(path + suffix, "rb") as f:
-                        data = f.read()
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                try:
-                    return _decompress_suffixed(data, suffix, max_size, path + suffix)
-                except CorruptDataError:
-                    raise
-                except Exception as e:  # the object is there but corrupt
-                    raise CorruptDataError(f"cannot decompress {path + suffix}: {e}") from e
-            return None
+            return local_io.read_whole(self.path(key), max_size)
         data = self._get_remote(key)
         return data if data is None or isinstance(data, bytes) else bytes(data)
 
