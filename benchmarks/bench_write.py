@@ -444,6 +444,15 @@ def worker(payload: dict[str, Any]) -> None:
         _worker_write(case, payload)
 
 
+def _warm_up(write, case: VolumeSpec, path: str, order: str, opts) -> None:
+    """An untimed small write first: imports, thread pools, the writer's set-up."""
+    wcase = _warmup_case(case)
+    wpath = path + ".warmup"
+    shutil.rmtree(wpath, ignore_errors=True)
+    write(wcase, wpath, source_array(wcase, order), opts)
+    shutil.rmtree(wpath, ignore_errors=True)
+
+
 def _release_free_memory() -> None:
     """Give memory that was freed (generator tables' temporaries, the warm-up) back to the
     OS before the baseline is taken, so that reusing it cannot hide part of the peak."""
@@ -471,11 +480,7 @@ def _worker_write(case: VolumeSpec, payload: dict[str, Any]) -> None:
     src = source_array(case, order, input_chunk)
     source_tables(tuple(case.shape), case.seed, order)  # the generator's tables: not billed
     if payload.get("warmup", True):
-        wcase = _warmup_case(case)
-        wpath = path + ".warmup"
-        shutil.rmtree(wpath, ignore_errors=True)
-        fn(wcase, wpath, source_array(wcase, order), opts)
-        shutil.rmtree(wpath, ignore_errors=True)
+        _warm_up(fn, case, path, order, opts)
     _release_free_memory()
     with PeakMemory() as mem:
         c0, t0 = cpu_seconds(), time.perf_counter()
@@ -571,11 +576,7 @@ def _worker_write_cluster(case: VolumeSpec, payload: dict[str, Any]) -> None:
             raise RuntimeError(f"dask would not compute on the cluster: {scheduler!r}")
         src = source_array(case, order, input_chunk)
         if payload.get("warmup", True):
-            wcase = _warmup_case(case)
-            wpath = path + ".warmup"
-            shutil.rmtree(wpath, ignore_errors=True)
-            _write_ours(wcase, wpath, source_array(wcase, order), opts)
-            shutil.rmtree(wpath, ignore_errors=True)
+            _warm_up(_write_ours, case, path, order, opts)
         prepared = client.run(_cluster_prepare, tuple(case.shape), case.seed, order)
         _release_free_memory()
         base = client.run(_cluster_reset)
