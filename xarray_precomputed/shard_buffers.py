@@ -1,6 +1,6 @@
 """Where an assembled shard's bytes go (see :func:`.sharding.assemble_shard`): a growing
-bytearray, one preallocated buffer, a laid-out shard whose chunks are already in place, or a
-file written front to back.
+bytearray, the buffer of a laid-out shard whose chunks are already in place, or a file
+written front to back.
 
 Raw chunks may be written straight into the destination (:class:`InPlace`) instead of being
 copied out of bytes of their own.
@@ -45,7 +45,8 @@ class _Filled:
 
 
 class _ShardBuffer:
-    """What :func:`assemble_shard` appends to: a bytearray, or one preallocated buffer."""
+    """What :func:`.sharding.assemble_shard` appends to in memory: a bytearray, or a laid-out
+    shard's buffer (:class:`.write_tasks.ShardSpace`)."""
 
     def __init__(self, isize: int, capacity) -> None:
         self.space = None
