@@ -89,3 +89,22 @@ def test_write_to_s3_one_put_per_object(s3_server, sharded):
     assert ds.attrs["voxel_offset"] == [5, -3, 0]
     if sharded:
         assert all(p.endswith(".shard") for p in listed if p != "info")
+
+
+def test_waves_on_a_process_cluster(tmp_path, process_client):
+    """``max_tasks`` on a cluster: each wave's shards are written by the workers, the info
+    once by the caller, and the files equal those of one graph."""
+    from .writer_helpers import file_hashes
+
+    size, chunk = (96, 80, 24), (16, 16, 8)
+    spec = sharding_dict(3, 0, 6)  # 2x2x2-chunk boxes: 3 x 3 x 2 shards
+    data = rand((*size, 1), "uint8", seed=3)
+    arr = make_array(da.from_array(data, chunks=(40, 24, 10, 1)))
+    xp.to_precomputed(arr, tmp_path / "one", chunk_size=chunk, sharding=spec)
+    with storage_calls(process_client) as calls:
+        n = xp.to_precomputed(arr, tmp_path / "waves", chunk_size=chunk, sharding=spec,
+                              max_tasks=4)  # fmt: skip
+    assert n == n_shards(size, chunk, spec) == 18
+    assert calls.here.get("put") == 1  # the info, before the first wave
+    assert calls.in_workers()["put"] == 18, calls.workers
+    assert file_hashes(tmp_path / "waves") == file_hashes(tmp_path / "one")
