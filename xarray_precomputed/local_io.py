@@ -13,20 +13,25 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
+import numpy as np
+
 from .compression import gzip_decompress
 from .errors import CorruptDataError, StorageError
 
 _thread_buffers = threading.local()
+_GROWTH = 1 << 20  # thread buffers grow to whole MiB
 
 
 def thread_buffer(size: int) -> memoryview:
-    """``size`` bytes of this thread's reusable buffer (grown in powers of two).
+    """``size`` bytes of this thread's reusable buffer, grown as needed.
 
     What a previous call returned is overwritten: callers decode before reading again.
+    The buffer is ``np.empty``, not a zero-filled bytearray: pages are touched only when
+    read into; it grows to the next MiB so that sizes a little larger do not regrow it.
     """
     buf = getattr(_thread_buffers, "buf", None)
     if buf is None or len(buf) < size:
-        buf = _thread_buffers.buf = bytearray(1 << max(0, size - 1).bit_length())
+        buf = _thread_buffers.buf = np.empty(-(-size // _GROWTH) * _GROWTH, np.uint8)
     return memoryview(buf)[:size]
 
 
