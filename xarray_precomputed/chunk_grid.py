@@ -117,6 +117,12 @@ def shard_box_chunks(grid_shape: Sequence[int], spec: ShardingSpec) -> tuple[int
     return _aligned_box(grid_shape, n, n + spec.shard_bits)
 
 
+def scattered_shards(scale: Scale) -> bool:
+    """Whether ``scale`` is sharded and its shards are not boxes (murmurhash, or too few
+    bits): writing part of it needs every shard, and a write cannot be cut at shards."""
+    return scale.sharding is not None and shard_box_chunks(scale.grid_shape, scale.sharding) is None
+
+
 def minishard_box_chunks(
     grid_shape: Sequence[int], spec: ShardingSpec
 ) -> tuple[int, int, int] | None:

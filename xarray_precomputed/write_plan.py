@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from .chunk_grid import shard_box_chunks
+from .chunk_grid import scattered_shards
 from .conventions import SPATIAL_DIMS
 from .errors import InfoError, VolumeExistsError, WriteError
 from .inputs import check_dtype, geometry
@@ -115,7 +115,7 @@ def _plan_region(
         resolution, _ = geometry(array, options["resolution"], options["voxel_offset"])
         index = existing.scale_index(resolution, store.url)
     scale = existing.scales[index]
-    if scale.sharding is not None and shard_box_chunks(scale.grid_shape, scale.sharding) is None:
+    if scattered_shards(scale):
         raise WriteError(
             f"scale {scale.key!r} of {store.url} uses sharding whose shards are not boxes "
             "(murmurhash or too few bits): writing part of it would need every shard rewritten"

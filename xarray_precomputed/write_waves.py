@@ -42,7 +42,7 @@ def waves(info: VolumeInfo, plan: WritePlan, max_tasks: int) -> Iterator[tuple[s
 
 
 def count_waves(info: VolumeInfo, plan: WritePlan, max_tasks: int) -> int:
-    """How many plans :func:`wave_plans` cuts ``plan`` into."""
+    """How many waves :func:`waves` cuts ``plan``'s tasks into."""
     counts, group = _grid(info, plan, max_tasks)
     return -(-counts[0] // group[0]) * -(-counts[1] // group[1]) * -(-counts[2] // group[2])
 

@@ -18,7 +18,7 @@ from typing import Any
 import dask
 import xarray as xr
 
-from .chunk_grid import shard_box_chunks
+from .chunk_grid import scattered_shards
 from .errors import VolumeExistsError, WriteError
 from .inputs import volume_array
 from .lazy_source import reads_from
@@ -178,18 +178,16 @@ def to_precomputed(
 def _write_in_waves(store, info, plans, mode, write_empty, progress, max_tasks) -> int:
     for p in plans:
         scale = info.scales[p.scale_index]
-        if scale.sharding is not None and shard_box_chunks(scale.grid_shape,
-                                                           scale.sharding) is None:  # fmt: skip
+        if scattered_shards(scale):
             raise WriteError(
                 f"max_tasks cuts a write at shard boxes, and the shards of scale {scale.key!r} "
                 "are not boxes (murmurhash or too few bits): write it without max_tasks"
             )
-        count_waves(info, p, max_tasks)  # checks max_tasks before anything is written
+    counts = [count_waves(info, p, max_tasks) for p in plans]  # checks max_tasks first
     _write_info(store, info, mode)
     total = 0
-    for p in plans:
+    for p, n in zip(plans, counts):
         key = info.scales[p.scale_index].key
-        n = count_waves(info, p, max_tasks)
         unit = "shard" if info.scales[p.scale_index].sharding is not None else "task"
         for i, tasks in enumerate(waves(info, p, max_tasks), 1):
             graph = write_graph(store, info, p, write_empty, tasks=tasks)
@@ -200,7 +198,7 @@ def _write_in_waves(store, info, plans, mode, write_empty, progress, max_tasks) 
 
 def _graph(store: Store, info: VolumeInfo, plan, write_empty: bool, after) -> Any:
     scale = info.scales[plan.scale_index]
-    if scale.sharding is not None and shard_box_chunks(scale.grid_shape, scale.sharding) is None:
+    if scattered_shards(scale):
         # shards that are not boxes: encode per block, then assemble per shard
         return two_stage_graph(store, info, plan, write_empty, after, TASK_PREFIX)
     return write_graph(store, info, plan, write_empty, after=after)
