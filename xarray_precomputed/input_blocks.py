@@ -151,49 +151,46 @@ class ChunkedBox:
             src = tuple(slice(a[d] - lo[d], b[d] - lo[d]) for d in range(3))
             copy_into(part[dst], array[src])
 
-    def get(self, sel: Sequence[slice]) -> np.ndarray:
-        """``box[sel]`` (x, y, z slices), x-fastest; do not modify it."""
+    def _whole_part(self, sel: Sequence[slice]):
+        """The cells ``sel`` overlaps, and the one cell whose whole part ``sel`` is (or None)."""
         lo = [s.start for s in sel]
         hi = [s.stop for s in sel]
         cells = list(self._cells(lo, hi))
-        if len(cells) == 1 and list(cells[0][1]) == lo and list(cells[0][2]) == hi:
-            return self.parts[cells[0][0]]
-        out = np.empty((*(hi[d] - lo[d] for d in range(3)), self.shape[3]), self.dtype, order="F")
-        for cell, c0, c1 in cells:
-            a = [max(lo[d], c0[d]) for d in range(3)]
-            b = [min(hi[d], c1[d]) for d in range(3)]
-            dst = tuple(slice(a[d] - lo[d], b[d] - lo[d]) for d in range(3))
-            src = tuple(slice(a[d] - c0[d], b[d] - c0[d]) for d in range(3))
-            copy_into(out[dst], self.parts[cell][src])
+        whole = len(cells) == 1 and list(cells[0][1]) == lo and list(cells[0][2]) == hi
+        return cells, cells[0][0] if whole else None
+
+    def get(self, sel: Sequence[slice]) -> np.ndarray:
+        """``box[sel]`` (x, y, z slices), x-fastest; do not modify it."""
+        _, cell = self._whole_part(sel)
+        if cell is not None:
+            return self.parts[cell]
+        out = np.empty((*(s.stop - s.start for s in sel), self.shape[3]), self.dtype, order="F")
+        self.copy_to(sel, out)
         return out
 
     def copy_to(self, sel: Sequence[slice], out: np.ndarray, release: bool = False) -> None:
         """Copy ``box[sel]`` into ``out``; with ``release``, forget the chunk when ``sel``
         is exactly one chunk's part (for a task that will not read it again)."""
-        lo = [s.start for s in sel]
-        hi = [s.stop for s in sel]
-        cells = list(self._cells(lo, hi))
+        cells, whole = self._whole_part(sel)
         for cell, c0, c1 in cells:
-            a = [max(lo[d], c0[d]) for d in range(3)]
-            b = [min(hi[d], c1[d]) for d in range(3)]
-            dst = tuple(slice(a[d] - lo[d], b[d] - lo[d]) for d in range(3))
+            a = [max(sel[d].start, c0[d]) for d in range(3)]
+            b = [min(sel[d].stop, c1[d]) for d in range(3)]
+            dst = tuple(slice(a[d] - sel[d].start, b[d] - sel[d].start) for d in range(3))
             src = tuple(slice(a[d] - c0[d], b[d] - c0[d]) for d in range(3))
             target, part = out[dst], self.parts[cell][src]
             if not np.may_share_memory(target, part):
                 copy_into(target, part)
             elif target.__array_interface__ != part.__array_interface__:
                 np.copyto(target, part)  # moved down in the shard: NumPy copies overlaps safely
-        if release and len(cells) == 1 and list(cells[0][1]) == lo and list(cells[0][2]) == hi:
-            del self.parts[cells[0][0]]
+        if release and whole is not None:
+            del self.parts[whole]
 
     def take(self, sel: Sequence[slice]) -> np.ndarray:
         """:meth:`get`, and forget the chunk when ``sel`` is exactly one chunk's part
         (for a task that will not read it again)."""
-        lo = [s.start for s in sel]
-        hi = [s.stop for s in sel]
-        cells = list(self._cells(lo, hi))
-        if len(cells) == 1 and list(cells[0][1]) == lo and list(cells[0][2]) == hi:
-            return self.parts.pop(cells[0][0])
+        _, cell = self._whole_part(sel)
+        if cell is not None:
+            return self.parts.pop(cell)
         return self.get(sel)
 
 
