@@ -48,11 +48,10 @@ class _ShardBuffer:
     """What :func:`.sharding.assemble_shard` appends to in memory: a bytearray, or a laid-out
     shard's buffer (:class:`.write_tasks.ShardSpace`)."""
 
-    def __init__(self, isize: int, capacity) -> None:
-        self.space = None
-        if hasattr(capacity, "buf"):  # a laid-out shard: chunks may already be in place
-            self.space = capacity
-            self.buf = capacity.buf
+    def __init__(self, isize: int, space=None) -> None:
+        self.space = space
+        if space is not None:  # a laid-out shard: chunks may already be in place
+            self.buf = space.buf
             self.ba = None
         else:
             self.buf = None
@@ -84,7 +83,7 @@ class _ShardBuffer:
             self.n += size
             return
         if self.buf is not None and self.n + size > len(self.buf):
-            self.ba = bytearray(self.buf[: self.n])  # should not happen: the capacity was wrong
+            self.ba = bytearray(self.buf[: self.n])  # should not happen: the layout was wrong
             self.buf = None
         if self.buf is not None:
             self.buf[self.n : self.n + size] = np.frombuffer(data, np.uint8)

@@ -195,7 +195,7 @@ def encode_chunk_data(data: bytes, spec: ShardingSpec) -> bytes:
 def assemble_shard(
     entries: Sequence[tuple[int, Callable[[], bytes | memoryview | None]]],
     spec: ShardingSpec,
-    capacity=None,
+    space=None,
     sink=None,
 ) -> bytearray | memoryview | int | None:
     """Build a shard file, producing each chunk's bytes only when it is appended.
@@ -207,7 +207,7 @@ def assemble_shard(
     are appended as they are produced, so memory stays near the shard's size.
     Returns ``None`` when no chunk remains (an empty shard is never written).
 
-    With ``capacity`` (a laid-out shard: ``.buf``, the buffer, with chunks already
+    With ``space`` (a laid-out shard: ``.buf``, the buffer, with chunks already
     assembled where they will be stored if every chunk is kept; ``.evacuate()``, called
     when one is left out, moves those not yet stored out of the buffer; see
     :class:`.write_tasks.ShardSpace`) the shard is built in that buffer; pages never
@@ -225,7 +225,7 @@ def assemble_shard(
     ):
         raise ValueError("duplicate chunk ids in one shard")
     isize = shard_index_size(spec)
-    out = sink if sink is not None else _ShardBuffer(isize, capacity)
+    out = sink if sink is not None else _ShardBuffer(isize, space)
     header = np.zeros(((1 << spec.minishard_bits), 2), dtype="<u8")
     current: list = [None, [], [], []]  # minishard, ids, relative starts, sizes
 

@@ -161,8 +161,8 @@ def _write_shard(store, info, scale_index, block, origin, merge, write_empty) ->
     # built once: each chunk's input can be freed once it is encoded
     entries = _shard_entries(block, True, cells, ids, covered, {}, codec, spec, info,
                              write_empty, where)  # fmt: skip
-    capacity = getattr(block, "space", None)  # a shard whose chunks are already in place
-    if capacity is None and store.is_local:
+    space = getattr(block, "space", None)  # a shard whose chunks are already in place
+    if space is None and store.is_local:
         # written to the file chunk by chunk as they are encoded: never whole in memory
         isize = shard_index_size(spec)
 
@@ -175,7 +175,7 @@ def _write_shard(store, info, scale_index, block, origin, merge, write_empty) ->
             store.delete(key)
             return 1
         return 0
-    data = assemble_shard(entries, spec, capacity)
+    data = assemble_shard(entries, spec, space)
     if data is None:
         if merge:
             store.delete(key)
