@@ -7,8 +7,9 @@ the aiohttp static server) unless a fault is queued. Faults are consumed one per
 ``"reset"``              drop the connection without an answer;
 ``"stall:<seconds>"``    wait, then forward (for deadline tests).
 
-``always`` (a fault or ``None``) applies once the queue is empty. Every request's method,
-raw path and headers are recorded in ``seen``, faulted or not.
+``always`` (a fault or ``None``) applies once the queue is empty. ``methods`` (e.g.
+``{"PUT", "POST"}``) limits the faults to requests with those methods; others are forwarded.
+Every request's method, raw path and headers are recorded in ``seen``, faulted or not.
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ class FaultProxy(servers._ReverseProxy):
     def __init__(self, upstream_url: str) -> None:
         self.faults: collections.deque[str] = collections.deque()
         self.always: str | None = None
+        self.methods: frozenset[str] | None = None
         self.seen: list[tuple[str, str, dict[str, str], str]] = []  # + the fault or "ok"
         super().__init__(servers.RequestLog(), "fault-proxy")
         self.upstream = upstream_url
 
-    def inject(self, *faults: str, always: str | None = None) -> None:
+    def inject(
+        self, *faults: str, always: str | None = None, methods: set[str] | None = None
+    ) -> None:
         self.faults.clear()
         self.faults.extend(faults)
         self.always = always
+        self.methods = frozenset(methods) if methods is not None else None
         self.seen.clear()
 
     def injected(self) -> list[str]:
@@ -39,7 +44,9 @@ class FaultProxy(servers._ReverseProxy):
     async def _handle(self, request):
         from aiohttp import web
 
-        fault = self.faults.popleft() if self.faults else self.always
+        fault = None
+        if self.methods is None or request.method in self.methods:
+            fault = self.faults.popleft() if self.faults else self.always
         self.seen.append((request.method, request.raw_path, dict(request.headers), fault or "ok"))
         if fault is None:
             return await super()._handle(request)

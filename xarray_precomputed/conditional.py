@@ -34,7 +34,7 @@ from .storage import Store
 
 Update = Callable[[bytes | None], bytes | bytearray | None]
 
-MAX_ATTEMPTS = 50  # conflicts and transient failures; each conflict means another won
+MAX_ATTEMPTS = 50  # conflicts (each means another writer won); failures: the RetryPolicy
 _BOUNDARY = "==precomputed-part=="
 _memory_locks: dict[str, threading.Lock] = {}
 _memory_guard = threading.Lock()
@@ -144,23 +144,47 @@ def _lock(lock_path: str) -> int:
 
 
 def _with_retries(store: Store, key: str, attempt: Callable[[], None]) -> None:
-    conflicts = 0
-    for n in range(MAX_ATTEMPTS):
+    """``attempt()`` until it neither conflicts nor fails transiently.
+
+    A conflict means another writer's update of the object got in first: read, merge and
+    write again, up to :data:`MAX_ATTEMPTS` times. Transient failures (429/5xx, resets,
+    timeouts) are retried under the store's :class:`~xarray_precomputed.retry.RetryPolicy`
+    (its attempts, backoff and timeout, counted from the start of the update), as a
+    single put is; an endpoint that cannot be connected to, for ``connect_timeout``.
+    """
+    policy = store.retry
+    start = time.monotonic()
+    conflicts = failures = 0
+    while True:
         try:
             attempt()
             return
         except _Conflict:
             conflicts += 1
+            if conflicts >= MAX_ATTEMPTS:
+                raise StorageError(
+                    f"cannot write {store.url_of(key)}: gave up after {conflicts} attempts "
+                    "lost to concurrent writers of the same object"
+                ) from None
+            pause = random.uniform(0, min(2.0, 0.02 * 2 ** min(conflicts - 1, 10)))
         except StorageError:
             raise
         except Exception as e:
-            if classify(e) != "transient" or n == MAX_ATTEMPTS - 1:
+            kind = classify(e)
+            if kind == "final":
                 raise StorageError(f"cannot write {store.url_of(key)}: {describe(e)}") from e
-        time.sleep(random.uniform(0, min(2.0, 0.02 * 2 ** min(n, 10))))
-    raise StorageError(
-        f"cannot write {store.url_of(key)}: gave up after {MAX_ATTEMPTS} attempts "
-        f"({conflicts} lost to concurrent writers of the same object)"
-    )
+            failures += 1
+            elapsed = time.monotonic() - start
+            pause = policy.pause(failures - 1)
+            budget = policy.timeout if kind == "transient" else policy.connect_timeout
+            if failures >= policy.attempts or elapsed + pause >= min(policy.timeout, budget):
+                lost = f" (and {conflicts} lost to concurrent writers)" if conflicts else ""
+                raise StorageError(
+                    f"cannot write {store.url_of(key)}: gave up after {failures} attempt(s)"
+                    f"{lost} in {elapsed:.1f} s; last error: {describe(e)} (retry limits: "
+                    "storage_options['retry'])"
+                ) from e
+        time.sleep(pause)
 
 
 def _split(path: str) -> tuple[str, str]:

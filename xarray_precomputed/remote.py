@@ -12,7 +12,9 @@ filesystem with this package's defaults (the user's values always win):
   (see :meth:`RemoteCaller.run`), as tensorstore does;
 * third-party loggers kept quiet unless the application configures logging.
 
-:class:`RemoteCaller` runs one fsspec call with retries and a hard deadline.
+:class:`RemoteCaller` runs one call (a read through :attr:`Store.read_fs
+<xarray_precomputed.storage.Store.read_fs>`, a write or delete through fsspec) with
+retries and a hard deadline.
 """
 
 from __future__ import annotations
@@ -79,22 +81,29 @@ def filesystem_options(protocol: str, options: dict[str, Any], policy: RetryPoli
         config.setdefault("connect_timeout", connect)
         config.setdefault("read_timeout", max(connect, 60.0))
         config.setdefault("max_pool_connections", POOL_SIZE)
-        config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+        # botocore's "max_attempts" counts retries (1 would mean two tries); the total is
+        # what the policy must bound.
+        config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
         opts["config_kwargs"] = config
     elif protocol in ("gs", "gcs"):
         if "token" not in opts and not _google_credentials_available():
             opts["token"] = "anon"
-        opts.setdefault("requests_timeout", max(connect, 60.0))
+        if "requests_timeout" not in opts:
+            # per request, as aiohttp takes it: no bound on a whole (long) upload
+            opts["requests_timeout"] = _socket_timeouts(connect)
     elif protocol in ("http", "https"):
         client = dict(opts.get("client_kwargs") or {})
         if "timeout" not in client:
-            import aiohttp  # fsspec's HTTP filesystem imports it anyway
-
-            client["timeout"] = aiohttp.ClientTimeout(
-                total=None, sock_connect=connect, sock_read=max(connect, 60.0)
-            )
+            client["timeout"] = _socket_timeouts(connect)
         opts["client_kwargs"] = client
     return opts
+
+
+def _socket_timeouts(connect: float) -> Any:
+    """aiohttp's timeouts: ``connect`` to connect, a minute at most between reads."""
+    import aiohttp  # gcsfs and fsspec's HTTP filesystem import it anyway
+
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=max(connect, 60.0))
 
 
 # gcsfs options that an anonymous read over plain HTTPS honours as well.
@@ -144,6 +153,12 @@ def open_filesystem(url: str, options: dict[str, Any], policy: RetryPolicy):
 
             fs = SingleTryGCSFileSystem(**opts)
             root = fs._strip_protocol(url)
+        elif protocol in ("s3", "s3a"):
+            from .s3_filesystem import SingleTryS3FileSystem
+
+            cls = SingleTryS3FileSystem
+            fs = cls(**{**cls._get_kwargs_from_urls(url), **opts})
+            root = cls._strip_protocol(url)
         else:
             fs, root = fsspec.core.url_to_fs(url, **opts)
     except Exception as e:  # unknown protocol, missing package, bad option
@@ -184,29 +199,49 @@ class RemoteCaller:
             )
         return getattr(fs, name)(*args, **kwargs)
 
-    def run(self, what: str | Callable[[], str], fn: Callable[[Any, float], Any]) -> Any:
-        """``fn(fs, seconds_left)`` with retries; ``what`` names the object for errors.
+    def run(
+        self,
+        what: str | Callable[[], str],
+        fn: Callable[[Any, float], Any],
+        *,
+        verb: str = "read",
+        fs: Callable[[], Any] | None = None,
+    ) -> Any:
+        """``fn(filesystem, seconds_left)`` with retries; ``what`` names the object for errors.
 
-        Exceptions that are not transient (including ``FileNotFoundError`` and
+        ``fs`` returns the filesystem to use (asked anew for each attempt, as switching to
+        anonymous access makes a new one): :attr:`Store.read_fs` by default; writes and
+        deletes pass ``Store.fs`` (fsspec) and a ``verb`` ("write", "delete") for the
+        messages. Exceptions that are not transient (including ``FileNotFoundError`` and
         :class:`StorageError`) pass through. A batch ``fn`` keeps what it got and raises a
         transient error while parts are missing; ``what`` may then be a callable naming
         the part that failed last.
+
+        A read of an endpoint not reached yet gets ``connect_timeout`` in all. A write
+        always gets the whole ``timeout`` per attempt (the first request of a fresh store,
+        e.g. on a Dask worker, may be a big upload): an unreachable endpoint is still
+        given up on after ``connect_timeout``, through the client's connect timeout.
         """
         p = self.policy
+        reading = verb == "read"
+        filesystem = fs or (lambda: self.store.read_fs)
         start = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
-            budget = p.timeout if self.reached else min(p.timeout, max(p.connect_timeout, 0.01))
+            if self.reached or not reading:
+                budget = p.timeout
+            else:
+                budget = min(p.timeout, max(p.connect_timeout, 0.01))
             left = budget - (time.monotonic() - start)
             try:
-                result = fn(self.store.read_fs, left)
+                result = fn(filesystem(), left)
                 self.reached = True
                 return result
             except StorageError:
                 raise
             except Exception as e:
-                if self._switch_to_anonymous(e):
+                if reading and self._switch_to_anonymous(e):
                     attempt -= 1
                     continue
                 kind = classify(e)
@@ -219,7 +254,7 @@ class RemoteCaller:
                 pause = p.pause(attempt - 1)
                 if attempt >= p.attempts or elapsed + pause >= budget:
                     name = what() if callable(what) else what
-                    raise self._give_up(name, e, kind, attempt, elapsed) from e
+                    raise self._give_up(name, e, kind, attempt, elapsed, verb) from e
                 time.sleep(pause)
 
     def run_batch(self, what: list[str], fetch: Callable) -> list[bytes | None]:
@@ -257,14 +292,16 @@ class RemoteCaller:
             raise StorageError(f"cannot read {what[last[0]]}: {describe(e)}") from e
         return out
 
-    def _give_up(self, what: str, e: Exception, kind: str, attempts: int, elapsed: float):
-        if not self.reached:
+    def _give_up(
+        self, what: str, e: Exception, kind: str, attempts: int, elapsed: float, verb: str
+    ) -> StorageError:
+        if not self.reached and (verb == "read" or kind == "unreachable"):
             return StorageError(
                 f"cannot reach {what}: no answer after {attempts} attempt(s) in "
                 f"{elapsed:.1f} s; last error: {describe(e)}. {_advice(self.store.url)}"
             )
         return StorageError(
-            f"cannot read {what}: gave up after {attempts} attempt(s) in {elapsed:.1f} s; "
+            f"cannot {verb} {what}: gave up after {attempts} attempt(s) in {elapsed:.1f} s; "
             f"last error: {describe(e)} (retry limits: storage_options['retry'])"
         )
 

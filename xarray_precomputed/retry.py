@@ -9,6 +9,7 @@ given up on quickly, since that usually means a wrong URL or no network.
 
 from __future__ import annotations
 
+import errno
 import random
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -30,6 +31,13 @@ _TRANSIENT = frozenset({
     "BrokenPipeError", "ProtocolError", "ContentLengthError", "IncompleteReadError",
     "ProxyError",  # gcsfs's answer to a 502
 })  # fmt: skip
+
+
+# A connection made and then broken: transient even when a client reports it as a failed
+# connection (aiobotocore turns a reset while a PUT's body is sent into
+# EndpointConnectionError).
+_BROKEN = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+_BROKEN_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,10 @@ def classify(exc: BaseException) -> str:
     status = status_of(exc)
     if status is not None:
         return "transient" if status in TRANSIENT_STATUS else "final"
-    names = {c.__name__ for e in _chain(exc) for c in type(e).__mro__}
+    chain = _chain(exc)
+    if any(isinstance(e, _BROKEN) or getattr(e, "errno", None) in _BROKEN_ERRNOS for e in chain):
+        return "transient"
+    names = {c.__name__ for e in chain for c in type(e).__mro__}
     if names & _UNREACHABLE:
         return "unreachable"
     if names & _TRANSIENT:

@@ -323,13 +323,18 @@ class Store:
                 return False
         if self.is_local:
             return local_io.write_atomically(path, lambda f: f.write(data) is not None)
-        try:
-            # One request: object stores publish it whole or not at all. A bytearray
-            # is passed as is, so a shard is not copied once more before upload.
-            payload = data if isinstance(data, (bytes, bytearray)) else bytes(data)
-            pipe_creating_parents(self.fs, path, payload)
-        except Exception as e:
-            raise StorageError(f"cannot write {self.url_of(key)}: {e}") from e
+        # One request: object stores publish it whole or not at all, so repeating it
+        # after a transient failure is safe. A bytearray is passed as is, so a shard is
+        # not copied once more before upload.
+        payload = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+        remote = self._remote
+
+        def attempt(fs: Any, t: float) -> None:
+            pipe_creating_parents(
+                fs, path, payload, lambda name, *a, **kw: remote.call(fs, name, *a, timeout=t, **kw)
+            )
+
+        self._write(key, "write", attempt)
         self.fs.invalidate_cache(path)
         return True
 
@@ -342,29 +347,50 @@ class Store:
             except FileNotFoundError:
                 pass
             return
+        remote = self._remote
+        self._write(key, "delete", lambda fs, t: remote.call(fs, "rm_file", path, timeout=t))
+
+    def _write(self, key: str, verb: str, attempt: Callable[[Any, float], None]) -> None:
+        """``attempt(fs, seconds_left)`` under the retry policy, through fsspec (:attr:`fs`).
+
+        Transient failures (429/5xx, resets, timeouts) are retried; giving up, or any other
+        failure, raises :class:`StorageError` naming the object. Deleting a missing object
+        is no error.
+        """
         try:
-            self.fs.rm_file(path)
-        except FileNotFoundError:
-            pass
+            self._remote.run(self.url_of(key), attempt, verb=verb, fs=lambda: self.fs)
+        except StorageError:
+            raise
+        except FileNotFoundError as e:
+            if verb == "delete":
+                return
+            raise StorageError(f"cannot {verb} {self.url_of(key)}: {describe(e)}") from e
         except Exception as e:
-            raise StorageError(f"cannot delete {self.url_of(key)}: {e}") from e
+            raise StorageError(f"cannot {verb} {self.url_of(key)}: {describe(e)}") from e
 
 
 def pipe_creating_parents(
-    fs: fsspec.AbstractFileSystem, path: str, data: bytes | bytearray
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    data: bytes | bytearray,
+    call: Callable[..., Any] | None = None,
 ) -> None:
     """``fs.pipe_file``, creating the parent directories first where the filesystem has them.
 
     Object stores have no directories and accept the put as is; a filesystem with real
     directories (a local directory behind another protocol, SFTP, ...) refuses a missing
     parent with ``FileNotFoundError``: then make the parents and put once more.
+    ``call(name, *args)`` makes the filesystem calls (default: the method ``name`` of ``fs``),
+    e.g. with a deadline.
     """
+    if call is None:
+        call = lambda name, *args, **kw: getattr(fs, name)(*args, **kw)  # noqa: E731
     try:
-        fs.pipe_file(path, data)
+        call("pipe_file", path, data)
     except FileNotFoundError:
         parent = path.rsplit("/", 1)[0] if "/" in path else ""
         flat = {"S3FileSystem", "GCSFileSystem"} & {c.__name__ for c in type(fs).__mro__}
         if not parent or flat:  # a missing bucket: never create one as a side effect
             raise
-        fs.makedirs(parent, exist_ok=True)
-        fs.pipe_file(path, data)
+        call("makedirs", parent, exist_ok=True)
+        call("pipe_file", path, data)

@@ -1,0 +1,187 @@
+"""Remote writes and deletes under the retry policy, through the fault-injecting proxy.
+
+The proxy (tests/faults.py) sits in front of moto S3 and fake-gcs-server and answers some
+write requests (S3: PUT; GCS: POST uploads; deletes: DELETE) with 503 or drops the
+connection. Writes must succeed through that, give up within the policy's bounds with a
+:class:`StorageError` naming the object, the attempts and the last status, and not retry
+final answers (403, a missing bucket). Requests are counted at the proxy, so retries
+multiplied by a client library's own loop would show.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xarray_precomputed as xp
+from xarray_precomputed.conditional import update_object
+from xarray_precomputed.errors import StorageError
+from xarray_precomputed.storage import Store
+
+from . import faults, servers
+from .helpers import make_array, rand, sharding_dict
+
+FAST = {"backoff": 0.005, "max_backoff": 0.02}
+WRITES = {"PUT", "POST"}  # S3 puts; GCS uploads
+
+
+def _through(server, proxy: faults.FaultProxy) -> dict:
+    """Storage options that reach ``server`` through ``proxy``."""
+    opts = dict(server.storage_options)
+    if isinstance(server, servers.S3Server):
+        opts["client_kwargs"] = {"endpoint_url": proxy.url}
+    else:
+        opts["endpoint_url"] = proxy.url
+    return opts
+
+
+@pytest.fixture(params=["s3", "gcs"])
+def proxied(request):
+    """(server, storage options through a fault proxy, proxy) for one writable server."""
+    server = request.getfixturevalue(f"{request.param}_server")
+    proxy = faults.FaultProxy(getattr(server, "upstream_url", server.endpoint_url))
+    proxy.gcs_public_host = getattr(server, "public_host", None)
+    try:
+        yield server, _through(server, proxy), proxy
+    finally:
+        proxy.close()
+
+
+def _writes(proxy: faults.FaultProxy) -> list[tuple[str, str]]:
+    return [(m, path.split("?")[0]) for m, path, _, _ in proxy.seen if m in WRITES]
+
+
+def test_volume_written_through_transient_failures(proxied):
+    server, opts, proxy = proxied
+    data = rand((48, 32, 16, 1), "uint16", seed=7)
+    arr = make_array(data)
+    url = server.new_url("retried-write")
+    faulted = ["503", "reset", "503", "500", "reset", "429"]
+    proxy.inject(*faulted, methods=WRITES)
+    xp.to_precomputed(arr, url, chunk_size=(16, 16, 8), sharding=sharding_dict(0, 0, 2),
+                      storage_options={**opts, "retry": FAST})  # fmt: skip
+    assert proxy.injected() == faulted
+    writes = _writes(proxy)
+    # the info and 4 shards, and one more request for each fault
+    assert len(writes) == 5 + len(faulted), writes
+    if isinstance(server, servers.S3Server):  # (GCS uploads name the object in the body)
+        assert len(set(writes)) == 5, writes
+    got = xr.open_dataset(url, engine="precomputed", storage_options=server.storage_options)
+    np.testing.assert_array_equal(got.image.values, data)
+
+
+def test_write_gives_up_after_bounded_attempts(proxied):
+    server, opts, proxy = proxied
+    url = server.new_url("give-up")
+    store = Store(url, {**opts, "retry": {**FAST, "attempts": 3, "timeout": 5}})
+    proxy.inject(always="503", methods=WRITES)
+    t0 = time.monotonic()
+    with pytest.raises(StorageError) as e:
+        store.put("8_8_8/0-64_0-64_0-64", b"x" * 1000)
+    msg = str(e.value)
+    assert f"cannot write {url}/8_8_8/0-64_0-64_0-64" in msg, msg
+    assert "3 attempt(s)" in msg and "HTTP 503" in msg, msg
+    assert time.monotonic() - t0 < 5
+    assert len(_writes(proxy)) == 3  # ours only: no client library's retries within them
+
+
+def test_write_gives_up_within_the_time_budget(proxied):
+    server, opts, proxy = proxied
+    store = Store(server.new_url("budget"), {**opts, "retry": {"attempts": 1000,
+                                                               "backoff": 0.05, "timeout": 1.5}})  # fmt: skip
+    proxy.inject(always="reset", methods=WRITES)
+    t0 = time.monotonic()
+    with pytest.raises(StorageError, match=r"cannot write .*/info: gave up after \d+ attempt") as e:
+        store.put("info", b"{}")
+    assert time.monotonic() - t0 < 5
+    attempts = int(re.search(r"after (\d+) attempt", str(e.value)).group(1))
+    # aiohttp sends an idempotent request (an S3 PUT) once more on a dropped connection;
+    # no other retries within ours
+    assert attempts <= len(_writes(proxy)) <= 2 * attempts
+
+
+def test_deletes_are_retried(proxied):
+    server, opts, proxy = proxied
+    url = server.new_url("delete")
+    store = Store(url, {**opts, "retry": {**FAST, "attempts": 3}})
+    store.put("a", b"abc")
+    proxy.inject("503", "reset", methods={"DELETE"})
+    store.delete("a")
+    assert proxy.injected() == ["503", "reset"]
+    assert Store(url, server.storage_options).get("a") is None
+    store.delete("a")  # missing: no error
+    store.put("b", b"abc")
+    proxy.inject(always="503", methods={"DELETE"})
+    with pytest.raises(StorageError, match=rf"cannot delete {url}/b: gave up after 3 attempt"):
+        store.delete("b")
+    assert [m for m, *_ in proxy.seen] == ["DELETE"] * 3
+    assert Store(url, server.storage_options).get("b") == b"abc"
+
+
+def test_final_write_errors_are_not_retried(proxied):
+    server, opts, proxy = proxied
+    url = server.new_url("forbidden")
+    store = Store(url, {**opts, "retry": FAST})
+    proxy.inject(always="403", methods=WRITES | {"DELETE"})
+    with pytest.raises(StorageError, match=rf"cannot write {url}/info: .*(403|Forbidden)"):
+        store.put("info", b"{}")
+    assert len(proxy.seen) == 1
+    proxy.inject(always="403", methods={"DELETE"})
+    with pytest.raises(StorageError, match=rf"cannot delete {url}/info: .*(403|Forbidden)"):
+        store.delete("info")
+    assert len(proxy.seen) == 1
+
+
+def test_missing_bucket_is_not_retried(proxied):
+    server, opts, proxy = proxied
+    proxy.inject()
+    url = server.new_url("x").replace(server.bucket, server.bucket + "-missing")
+    with pytest.raises(
+        StorageError, match=rf"cannot write {url}/info: .*(404|NoSuchBucket|FileNotFound)"
+    ):
+        Store(url, {**opts, "retry": FAST}).put("info", b"{}")
+    assert len(_writes(proxy)) == 1
+
+
+def test_merged_writes_retry_under_the_policy(proxied):
+    """Conditional read-merge-write (conditional.py) uses the same bounds."""
+    server, opts, proxy = proxied
+    store = Store(server.new_url("merge"), {**opts, "retry": {**FAST, "attempts": 3}})
+    proxy.inject("503", "reset", methods=WRITES)
+    update_object(store, "n", lambda old: b"1" if old is None else old + b"1")
+    assert proxy.injected() == ["503", "reset"]
+    update_object(store, "n", lambda old: b"1" if old is None else old + b"1")
+    assert store.get("n") == b"11"
+    proxy.inject(always="503", methods=WRITES)
+    t0 = time.monotonic()
+    with pytest.raises(StorageError, match=r"cannot write .*/n: gave up after 3 attempt.*HTTP 503"):
+        update_object(store, "n", lambda old: old + b"1")
+    assert time.monotonic() - t0 < 5
+    assert len(_writes(proxy)) == 3
+    assert store.get("n") == b"11"
+
+
+@pytest.mark.parametrize("backend", ["http", "s3", "gcs"])
+def test_unreachable_endpoint_fails_fast_on_write(backend):
+    port = servers._free_port()  # nothing listens there
+    ep = f"http://127.0.0.1:{port}"
+    url, opts = {
+        "http": (f"{ep}/vol", {}),
+        "s3": ("s3://bucket/vol", {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": ep}}),
+        "gcs": ("gs://bucket/vol", {"endpoint_url": ep, "token": "anon"}),
+    }[backend]  # fmt: skip
+    store = Store(url, {**opts, "retry": {"connect_timeout": 1.0}})
+    t0 = time.monotonic()
+    with pytest.raises(StorageError) as e:
+        store.put("info", b"{}")
+    assert time.monotonic() - t0 < 5
+    msg = str(e.value)
+    for hint in (f"cannot reach {url}/info", "check the URL", "network", "credentials"):
+        assert hint in msg, msg
+    if backend != "http":  # fsspec's HTTP filesystem has no delete
+        with pytest.raises(StorageError, match="cannot reach"):
+            store.delete("info")
