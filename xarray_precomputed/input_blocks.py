@@ -30,12 +30,22 @@ class BlockRecipe:
         self.key = key
         self.shape = tuple(shape)
 
-    def compute(self, part: tuple[slice, ...]) -> np.ndarray:
+    def compute(self, part: tuple[slice, ...] | None) -> np.ndarray:
+        """The block's ``part`` (x, y, z, channel slices), or the whole block if ``None``."""
+        if part is None:
+            return np.asarray(get_sync(self.graph, self.key))
         name = ("write-input-part", *self.key[1:])
         task = _read_of_part(self.graph[self.key], name, part)
         if task is None:  # not a plain read: compute the block, keep the part
             task = Task(name, operator.getitem, TaskRef(self.key), part)
         return np.asarray(get_sync({**self.graph, name: task}, name))
+
+    @property
+    def reads_part(self) -> bool:
+        """Whether a part of the block is read alone (a ``from_array`` read), not cut
+        from the whole block computed."""
+        whole = tuple(slice(None) for _ in self.shape)
+        return _read_of_part(self.graph[self.key], "probe", whole) is not None
 
 
 def _read_of_part(task, name, part: tuple[slice, ...]) -> Task | None:
@@ -58,9 +68,24 @@ def _read_of_part(task, name, part: tuple[slice, ...]) -> Task | None:
                 **task.kwargs)  # fmt: skip
 
 
+def part_of(offset: Sequence[int], block_shape: Sequence[int], box_shape: Sequence[int]):
+    """The slices (x, y, z) of a block at ``offset`` from a box that fall inside the box.
+
+    >>> part_of((-2, 0, 3), (4, 4, 4), (8, 8, 5))
+    (slice(2, 4, None), slice(0, 4, None), slice(0, 2, None))
+    """
+    return tuple(
+        slice(
+            max(0, offset[d]) - offset[d], min(box_shape[d], offset[d] + block_shape[d]) - offset[d]
+        )
+        for d in range(3)
+    )
+
+
 def assemble_box(
-    shape: Sequence[int], pieces, origin: Sequence[int], chunk_size: Sequence[int], space=None
-) -> ChunkedBox:
+    shape: Sequence[int], pieces, origin: Sequence[int], chunk_size: Sequence[int], space=None,
+    link=None,
+) -> ChunkedBox:  # fmt: skip
     """A task's box from its pieces, computing recipes one block at a time.
 
     ``pieces`` holds (block or recipe, offset of the block from the box's origin);
@@ -68,14 +93,18 @@ def assemble_box(
     size: the box is kept as one x-fastest array per storage chunk, so that encoding
     can free each chunk's voxels as it goes (:meth:`ChunkedBox.take`). With ``space``
     (a :class:`.write_tasks.ShardSpace`) whole chunks are assembled in the shard's buffer.
+    With ``link`` (a :class:`.block_reuse.ChainLink`) recipes' parts kept by earlier
+    tasks of the chain are taken, and parts for later ones kept.
     """
     out = None
-    for piece, off in pieces:
-        lo = [max(0, off[d]) for d in range(3)]
-        hi = [min(shape[d], off[d] + piece.shape[d]) for d in range(3)]
-        src = tuple(slice(lo[d] - off[d], hi[d] - off[d]) for d in range(3))
+    for index, (piece, off) in enumerate(pieces):
+        src = part_of(off, piece.shape, shape)
+        lo = [off[d] + src[d].start for d in range(3)]
         if isinstance(piece, BlockRecipe):
-            array = piece.compute((*src, slice(None)))
+            if link is not None:
+                array = link.part(index, piece, src)
+            else:
+                array = piece.compute((*src, slice(None)))
         else:
             array = np.asarray(piece)[src]
         if out is None:

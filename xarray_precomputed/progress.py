@@ -37,7 +37,7 @@ def compute(
     """
     if not progress:
         return dask.compute(obj)[0]
-    client = _distributed_client()
+    client = distributed_client()
     if client is not None:
         from distributed import progress as distributed_progress
 
@@ -49,7 +49,7 @@ def compute(
         return dask.compute(obj)[0]
 
 
-def _distributed_client() -> Any:
+def distributed_client() -> Any:
     """The dask.distributed Client that ``compute`` would use, if any."""
     scheduler = get_scheduler()
     owner = getattr(scheduler, "__self__", None)

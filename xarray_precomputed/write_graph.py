@@ -8,6 +8,7 @@ object and no dask rechunk is needed.
 from __future__ import annotations
 
 import itertools
+import operator
 
 import dask
 import dask.array as da
@@ -17,14 +18,17 @@ from dask.core import get_dependencies, get_deps, istask
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
+from .block_reuse import ChainLink, kept_parts
 from .chunk_grid import chunk_group, shard_box_chunks, shard_box_voxels
 from .input_blocks import BlockRecipe, InputPieces, assemble_box
 from .metadata import VolumeInfo
 from .storage import Store
+from .write_chains import Chains
 from .write_plan import WritePlan
 from .write_tasks import shard_space, write_block
 
 TASK_PREFIX = "to-precomputed-"  # key prefix of the write tasks (progress bars count them)
+CHAIN_PREFIX = "precomputed-chain-"  # key prefix of the tasks writing a chain of boxes
 
 
 def write_graph(
@@ -60,18 +64,18 @@ def write_graph(
     wave = None if tasks is None else [(r.start, r.stop) for r in grid]
     token = dask.base.tokenize(store.url, scale.key, data.name, plan.region_start, after_key, wave)
     name = f"{TASK_PREFIX}{token}"
+    chains = Chains.plan(sources, first, last, grid, chunks, data)
     layer: dict = {}
     for index in itertools.product(*grid):
         lo = [int(task_starts[d][index[d]]) for d in range(3)]
         shape = [chunks[d][index[d]] for d in range(3)] + [data.shape[3]]
+        blocks = list(itertools.product(*(range(first[d][index[d]], last[d][index[d]])
+                                          for d in range(3))))  # fmt: skip
         pieces = [
             # a list, so that Dask finds the block key inside and passes the block
-            [sources.source(bi, bj, bk),
-             (int(starts[0][bi]) - lo[0], int(starts[1][bj]) - lo[1], int(starts[2][bk]) - lo[2])]
-            for bi in range(first[0][index[0]], last[0][index[0]])
-            for bj in range(first[1][index[1]], last[1][index[1]])
-            for bk in range(first[2][index[2]], last[2][index[2]])
-        ]  # fmt: skip
+            [sources.source(*b), tuple(int(starts[d][b[d]]) - lo[d] for d in range(3))]
+            for b in blocks
+        ]
         if any(isinstance(block, BlockRecipe) for block, _ in pieces) or (
             len(pieces) > 1 and sources.private(block for block, _ in pieces)
         ):
@@ -82,9 +86,19 @@ def write_graph(
             # of blocks until it ends.
             for piece in pieces:
                 piece[0] = sources.recipe(piece[0])
-        layer[(name, *index)] = (writer.write_pieces, lo, shape, pieces, after_key)
+        if chains is None:
+            layer[(name, *index)] = (writer.write_pieces, lo, shape, pieces, after_key)
+            continue
+        for piece in pieces:  # a chain's task computes every block itself
+            piece[0] = sources.recipe(piece[0])
+        link = chains.link(name, index, blocks, pieces, task_starts, starts)
+        group = (f"{CHAIN_PREFIX}{token}", *link.chain[1:])
+        members = layer.setdefault(group, (writer.write_chain, [], after_key))[1]
+        # the shard's own key gives its count when the chain has run (progress bars)
+        layer[(name, *index)] = (operator.getitem, group, len(members))
+        members.append([lo, shape, pieces, link])
     total = f"objects-written-{token}"
-    layer[total] = (sum, list(layer))
+    layer[total] = (sum, [k for k in layer if k[0] == name])
     deps = [data] if after is None else [data, after]
     graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
     return Delayed(total, graph, layer=name)
@@ -210,11 +224,12 @@ class _BlockWriter:
         self.merge = merge
         self.write_empty = write_empty
 
-    def write_pieces(self, lo, shape, pieces, after=None) -> int:
+    def write_pieces(self, lo, shape, pieces, after=None, link: ChainLink | None = None) -> int:
         """Write the box at ``lo`` (region coordinates) from the input blocks overlapping it.
 
         ``pieces`` holds ``[block, offset of the block from lo]`` pairs; ``after`` is
-        the result of the task this one waits for (unused).
+        the result of the task this one waits for (unused); ``link`` is the box's
+        place in its chain, if it is in one.
         """
         origin = tuple(self.region_start[d] + int(lo[d]) for d in range(3))
         pieces = [(block, tuple(offset)) for block, offset in pieces]
@@ -222,10 +237,18 @@ class _BlockWriter:
             scale = self.info.scales[self.scale_index]
             space = shard_space(self.store, self.info, self.scale_index, origin, shape,
                                 self.merge)  # fmt: skip
-            block = assemble_box(shape, pieces, origin, scale.chunk_size, space)
+            block = assemble_box(shape, pieces, origin, scale.chunk_size, space, link)
         else:
             block = InputPieces(shape, pieces)
         return write_block(
             self.store, self.info, self.scale_index, block, origin,
             merge=self.merge, write_empty=self.write_empty,
         )  # fmt: skip
+
+    def write_chain(self, boxes, after=None) -> list[int]:
+        """Write a chain's boxes (``[lo, shape, pieces, link]`` each) one after another,
+        passing block parts from box to box; the count per box."""
+        link = boxes[0][3]
+        with kept_parts().running(link.chain, link.box):
+            return [self.write_pieces(lo, shape, pieces, None, link)
+                    for lo, shape, pieces, link in boxes]  # fmt: skip
