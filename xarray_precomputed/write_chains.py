@@ -47,9 +47,6 @@ class Chains:
         blocks are read in parts, or no block feeds two tasks, or too few tasks."""
         if not all(len(g) for g in grid) or data.npartitions == 0:
             return None
-        sample = (data.name, *(b.start for b in sources.blocks), 0)
-        if sources.recipe(sample).reads_part:
-            return None
         shared = []
         for d in range(3):
             tasks = grid[d]
@@ -64,6 +61,10 @@ class Chains:
         lines = int(np.prod([len(grid[d]) for d in range(3) if d != axis]))
         length = min(n, max(1, n * lines // (TASKS_PER_WORKER * _parallelism())))
         if length < 2:
+            return None
+        # last: it builds the input's graph, which aligned input never needs
+        sample = (data.name, *(b.start for b in sources.blocks), 0)
+        if sources.recipe(sample).reads_part:
             return None
         box = [max(task_chunks[d][grid[d].start : grid[d].stop]) for d in range(3)]
         box_bytes = int(np.prod(box)) * data.shape[3] * data.dtype.itemsize
