@@ -141,3 +141,24 @@ def test_kept_parts_stay_within_budget(steps, chains):
                 assert parts.used <= limit
                 assert parts.used == sum(v.nbytes for v in parts._entries.values())
     assert parts.used == 0
+
+
+def test_region_write_merges_partial_shards(tmp_path):
+    """A chained write into part of an existing volume (boxes that cover shards in part)
+    keeps the stored voxels outside the region and writes the region's."""
+    base = np.full((*SHAPE, 1), 9, np.uint8)
+    _write(xr.DataArray(base, dims=("x", "y", "z", "channel"), name="image"), tmp_path / "v")
+    calls = collections.Counter()
+    a = _computed_input(calls)[8:56, 20:120, 4:60]  # cuts shards on every side
+    assert a.data.chunks[1] == (68, 32)  # still misaligned: chained along y
+    with dask.config.set(scheduler="threads", num_workers=1):
+        graph = xp.to_precomputed(a, tmp_path / "v", mode="r+",
+                                  region={"x": slice(8, 56), "y": slice(20, 120),
+                                          "z": slice(4, 60)}, resolution=(8, 8, 8),
+                                  compute=False)  # fmt: skip
+        assert [k for k in graph.dask if isinstance(k, tuple) and k[0].startswith(CHAIN_PREFIX)]
+        graph.compute()
+    expected = base.copy()
+    expected[8:56, 20:120, 4:60] = _values((0, 0, 0), SHAPE)[8:56, 20:120, 4:60]
+    got = xr.open_dataset(tmp_path / "v", engine="precomputed").image.values
+    np.testing.assert_array_equal(got, expected)
