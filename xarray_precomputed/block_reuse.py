@@ -101,7 +101,12 @@ class KeptParts:
             if self.used + size > limit:
                 return False
             self.used += size  # reserved now, published once copied
-        kept = _own_pages(part)
+        try:
+            kept = _own_pages(part)
+        except BaseException:
+            with self._lock:
+                self.used -= size
+            raise
         with self._lock:
             self._entries[(chain, key, position)] = kept
         return True
