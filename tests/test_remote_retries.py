@@ -8,11 +8,14 @@ the last status when the failures do not stop.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -194,3 +197,85 @@ def test_classify_exceptions():
             raise OSError("wrapped") from inner
     except OSError as outer:
         assert classify(outer) == "transient"
+
+
+class _SlowHandler(http.server.BaseHTTPRequestHandler):
+    """``/v/delayed``: answers after 1.2 s; ``/v/trickle``: the body comes over 1.5 s."""
+
+    protocol_version = "HTTP/1.1"
+    body = bytes(range(256)) * 40
+
+    def do_GET(self) -> None:
+        if self.path == "/v/delayed":
+            time.sleep(1.2)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        pieces = 10 if self.path == "/v/trickle" else 1
+        step = len(self.body) // pieces
+        try:
+            for i in range(pieces):
+                if pieces > 1:
+                    time.sleep(0.15)
+                self.wfile.write(self.body[i * step : (i + 1) * step if i < pieces - 1 else None])
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_port}"
+    srv.shutdown()
+
+
+@pytest.fixture
+def blackhole():
+    """A port whose listen queue is full: connections to it are neither refused nor made."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fill = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        fill.append(c)
+    time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    for c in (*fill, srv):
+        c.close()
+
+
+def _readers() -> list[str]:
+    try:
+        import obstore  # noqa: F401
+    except ImportError:
+        return ["fsspec"]
+    return ["fsspec", "obstore"]
+
+
+@pytest.mark.parametrize("reader", _readers())
+@pytest.mark.parametrize("what", ["delayed", "trickle"])
+def test_slow_first_read_is_not_cut_at_connect_timeout(slow_server, reader, what):
+    """A fresh store's first read gets the whole timeout once the endpoint is connected."""
+    store = Store(f"{slow_server}/v", {"reader": reader, "retry": {"connect_timeout": 0.5,
+                                                                    "timeout": 10}})  # fmt: skip
+    t0 = time.monotonic()
+    assert store.get(what) == _SlowHandler.body
+    assert time.monotonic() - t0 > 1.0
+
+
+@pytest.mark.parametrize("reader", _readers())
+def test_unconnectable_endpoint_fails_within_connect_timeout(blackhole, reader):
+    store = Store(f"{blackhole}/v", {"reader": reader, "retry": {"connect_timeout": 0.5}})
+    t0 = time.monotonic()
+    with pytest.raises(StorageError, match=rf"cannot reach {blackhole}/v/info: .*check the URL"):
+        store.get("info")
+    assert time.monotonic() - t0 < 2.5

@@ -73,7 +73,8 @@ def translate_error(exc: BaseException) -> BaseException:
     status = _STATUS.search(text)
     if status:
         return ObjectStoreStatusError(first, int(status.group(1)))
-    if "kind: Connect" in text:
+    # (a connect timeout is reported as "kind: Timeout" around hyper's ConnectError)
+    if "kind: Connect" in text or "tcp connect error" in text:
         return ObjectStoreConnectError(first)
     if "kind: Timeout" in text or "TimedOut" in text:
         return ObjectStoreTimeoutError(first)
@@ -87,6 +88,10 @@ class ObjectReader:
 
     Paths are relative to the bucket or origin; the root of the volume is :attr:`root`.
     """
+
+    # Its client gives up on a connection after the policy's connect_timeout (see
+    # :func:`open_reader`), so a first read may take the whole timeout (RemoteCaller.run).
+    xp_bounds_connect = True
 
     def __init__(self, store: Any, root: str, anonymous: bool = False) -> None:
         self.store = store

@@ -99,6 +99,25 @@ def filesystem_options(protocol: str, options: dict[str, Any], policy: RetryPoli
     return opts
 
 
+def bounds_connect(protocol: str, opts: dict[str, Any]) -> bool:
+    """Whether a filesystem made with ``opts`` (from :func:`filesystem_options`) gives up
+    on a connection that cannot be made by itself, within a connect timeout of its client.
+
+    Then a first request may take the whole ``timeout`` (see :meth:`RemoteCaller.run`).
+    """
+    if protocol in ("s3", "s3a"):
+        return True  # botocore always has a connect timeout (ours, or its 60 s)
+    if protocol in ("gs", "gcs"):
+        timeout = opts.get("requests_timeout")
+    elif protocol in ("http", "https"):
+        timeout = (opts.get("client_kwargs") or {}).get("timeout")
+    else:
+        return False
+    if isinstance(timeout, (int, float)):
+        return timeout > 0
+    return any(getattr(timeout, a, None) for a in ("sock_connect", "connect", "total"))
+
+
 def _socket_timeouts(connect: float) -> Any:
     """aiohttp's timeouts: ``connect`` to connect, a minute at most between reads."""
     import aiohttp  # gcsfs and fsspec's HTTP filesystem import it anyway
@@ -161,6 +180,8 @@ def open_filesystem(url: str, options: dict[str, Any], policy: RetryPolicy):
             root = cls._strip_protocol(url)
         else:
             fs, root = fsspec.core.url_to_fs(url, **opts)
+        # (fsspec reuses an instance for the same arguments: the same answer then)
+        fs.xp_bounds_connect = bounds_connect(protocol, opts)
     except Exception as e:  # unknown protocol, missing package, bad option
         raise StorageError(f"cannot open storage at {url}: {e}") from e
     return fs, root.rstrip("/")
@@ -217,10 +238,14 @@ class RemoteCaller:
         transient error while parts are missing; ``what`` may then be a callable naming
         the part that failed last.
 
-        A read of an endpoint not reached yet gets ``connect_timeout`` in all. A write
-        always gets the whole ``timeout`` per attempt (the first request of a fresh store,
-        e.g. on a Dask worker, may be a big upload): an unreachable endpoint is still
-        given up on after ``connect_timeout``, through the client's connect timeout.
+        Each attempt gets what is left of ``timeout``, also the first request of a fresh
+        store (e.g. on a Dask worker), which may be a big upload or the read of a big
+        shard over a slow link: an unreachable endpoint is still given up on after
+        ``connect_timeout``, through the client's connect timeout, and connection failures
+        are retried only within ``connect_timeout`` until the endpoint has answered. Only a
+        read through a filesystem without a client connect timeout (see
+        :func:`bounds_connect`; e.g. one made by another fsspec protocol) gets
+        ``connect_timeout`` in all until the endpoint has answered.
         """
         p = self.policy
         reading = verb == "read"
@@ -229,13 +254,14 @@ class RemoteCaller:
         attempt = 0
         while True:
             attempt += 1
-            if self.reached or not reading:
+            target = filesystem()
+            if self.reached or not reading or getattr(target, "xp_bounds_connect", False):
                 budget = p.timeout
             else:
                 budget = min(p.timeout, max(p.connect_timeout, 0.01))
             left = budget - (time.monotonic() - start)
             try:
-                result = fn(filesystem(), left)
+                result = fn(target, left)
                 self.reached = True
                 return result
             except StorageError:
