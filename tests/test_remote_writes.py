@@ -10,6 +10,7 @@ multiplied by a client library's own loop would show.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -20,6 +21,7 @@ import xarray as xr
 import xarray_precomputed as xp
 from xarray_precomputed.conditional import update_object
 from xarray_precomputed.errors import StorageError
+from xarray_precomputed.resume import ResumingStore
 from xarray_precomputed.storage import Store
 
 from . import faults, servers
@@ -185,3 +187,72 @@ def test_unreachable_endpoint_fails_fast_on_write(backend):
     if backend != "http":  # fsspec's HTTP filesystem has no delete
         with pytest.raises(StorageError, match="cannot reach"):
             store.delete("info")
+
+
+LISTS_AND_DELETES = {"GET", "POST", "DELETE"}  # listings; S3 bulk and GCS batch deletes
+
+
+def test_tree_removal_is_retried(proxied):
+    server, opts, proxy = proxied
+    url = server.new_url("tree")
+    store = Store(url, {**opts, "retry": {**FAST, "attempts": 4}})
+    for key in ("old/a", "old/b/c", "kept"):
+        store.put(key, b"abc")
+    proxy.inject("503", "reset", "503", methods=LISTS_AND_DELETES)
+    store.remove_tree("old")
+    assert proxy.injected() == ["503", "reset", "503"]
+    check = Store(url, server.storage_options)
+    assert check.get("old/a") is None and check.get("old/b/c") is None
+    assert check.get("kept") == b"abc"
+    store.remove_tree("old")  # nothing there: no error
+    store.put("old/a", b"abc")
+    proxy.inject(always="503", methods=LISTS_AND_DELETES)
+    t0 = time.monotonic()
+    with pytest.raises(
+        StorageError, match=rf"cannot delete {url}/old: gave up after 4 attempt.*HTTP 503"
+    ):
+        store.remove_tree("old")
+    assert time.monotonic() - t0 < 5
+    assert len(proxy.seen) == 4  # ours only
+    assert check.get("old/a") == b"abc"
+
+
+def test_overwrite_removes_old_scales_through_failures(proxied):
+    """mode="w" over an existing volume removes its scales under the retry policy."""
+    server, opts, proxy = proxied
+    url = server.new_url("overwrite")
+    old = make_array(rand((32, 32, 16, 1), "uint8", seed=1))
+    xp.to_precomputed(old, url, chunk_size=(16, 16, 8), storage_options=server.storage_options)
+    check = Store(url, server.storage_options)
+    old_scale = json.loads(check.get("info"))["scales"][0]["key"]
+    assert check.tree_size(old_scale) > 0
+    data = rand((32, 32, 16, 1), "uint8", seed=2)
+    new = make_array(data, res=(16.0, 16.0, 80.0))  # another scale key
+    proxy.inject("503", "reset", "503", methods={"POST", "DELETE"})
+    xp.to_precomputed(new, url, mode="w", chunk_size=(16, 16, 8),
+                      storage_options={**opts, "retry": FAST})  # fmt: skip
+    assert proxy.injected() == ["503", "reset", "503"]
+    check.reset_connection()  # (s3fs caches listings)
+    new_scale = json.loads(check.get("info"))["scales"][0]["key"]
+    assert new_scale != old_scale
+    assert check.tree_size(old_scale) == 0
+    got = xr.open_dataset(url, engine="precomputed", storage_options=server.storage_options)
+    np.testing.assert_array_equal(got.image.values, data)
+
+
+def test_object_info_and_sizes_are_retried(proxied):
+    server, opts, proxy = proxied
+    url = server.new_url("sizes")
+    store = ResumingStore(url, {**opts, "retry": {**FAST, "attempts": 3}})
+    store.put("s/a", b"abc")
+    store.put("s/b", b"defg")
+    proxy.inject("503", "reset", methods={"GET", "HEAD"})
+    assert store.object_info("s/a")["size"] == 3
+    proxy.inject("503", "503", methods={"GET", "HEAD"})
+    assert store.holds("s/b", b"defg") and not store.holds("s/b", b"defh")
+    proxy.inject("503", "reset", methods={"GET", "HEAD"})
+    assert store.tree_size("s") == 7
+    assert store.tree_size("missing") == 0
+    proxy.inject(always="503", methods={"GET", "HEAD"})
+    with pytest.raises(StorageError, match=rf"cannot read {url}/s: gave up after 3 attempt"):
+        store.tree_size("s")

@@ -15,6 +15,7 @@ import json
 import os
 from typing import Any
 
+from .errors import StorageError
 from .metadata import VolumeInfo
 from .storage import Store, StreamedObject
 
@@ -52,10 +53,12 @@ class ResumingStore(Store):
             except OSError:
                 return False
         try:
-            info = self.fs.info(self.path(key))
+            info = self.object_info(key)  # under the retry policy
         except FileNotFoundError:
             return False
-        except Exception:
+        except StorageError:
+            raise  # the retries gave up: reading the object back would fare no better
+        except Exception:  # no info from this filesystem: compare the bytes
             info = {}
         if info.get("size") is not None and int(info["size"]) != len(data):
             return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO
@@ -305,6 +306,54 @@ class Store:
         except Exception as e:
             raise StorageError(f"cannot reach {self.url_of(key)}: {describe(e)}") from e
 
+    def object_info(self, key: str) -> dict[str, Any]:
+        """fsspec's ``info`` of the remote object ``key`` (size, ETag, md5Hash, ...), under
+        the retry policy.
+
+        Raises ``FileNotFoundError`` when it does not exist, :class:`StorageError` when
+        the retries give up, and a filesystem's other (final) errors as they are.
+        """
+        path = self.path(key)
+        remote = self._remote
+        return remote.run(
+            self.url_of(key),
+            lambda fs, t: remote.call(fs, "info", path, timeout=t),
+            fs=lambda: self.fs,
+        )
+
+    def tree_size(self, key: str) -> int:
+        """Bytes stored under ``key`` (a directory or prefix); 0 when nothing is."""
+        path = self.path(key)
+        if self.is_local:
+            total = 0
+            stack = [path]
+            while stack:
+                try:
+                    entries = list(os.scandir(stack.pop()))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                for e in entries:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                    else:
+                        total += e.stat().st_size
+            return total
+        remote = self._remote
+        try:
+            return int(
+                remote.run(
+                    self.url_of(key),
+                    lambda fs, t: remote.call(fs, "du", path, total=True, timeout=t),
+                    fs=lambda: self.fs,
+                )
+            )
+        except FileNotFoundError:
+            return 0
+        except StorageError:
+            raise
+        except Exception as e:
+            raise StorageError(f"cannot read {self.url_of(key)}: {describe(e)}") from e
+
     # -- writes --------------------------------------------------------------
 
     def put(self, key: str, data: bytes | bytearray | memoryview | StreamedObject) -> bool:
@@ -349,6 +398,22 @@ class Store:
             return
         remote = self._remote
         self._write(key, "delete", lambda fs, t: remote.call(fs, "rm_file", path, timeout=t))
+
+    def remove_tree(self, key: str) -> None:
+        """Remove everything under ``key`` (a directory or prefix), if anything is there.
+
+        Remotely one recursive ``rm`` (a listing, then deletes) under the retry policy; a
+        repeated attempt removes what an interrupted one left, and nothing left is no error.
+        """
+        path = self.path(key)
+        if self.is_local:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        remote = self._remote
+        self._write(
+            key, "delete", lambda fs, t: remote.call(fs, "rm", path, recursive=True, timeout=t)
+        )
+        self.fs.invalidate_cache(path)
 
     def _write(self, key: str, verb: str, attempt: Callable[[Any, float], None]) -> None:
         """``attempt(fs, seconds_left)`` under the retry policy, through fsspec (:attr:`fs`).

@@ -11,7 +11,6 @@ by the one task that owns it.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -222,11 +221,7 @@ def _read_existing_quietly(store: Store) -> VolumeInfo | None:
 
 
 def _remove_tree(store: Store, key: str) -> None:
-    path = store.path(key)
-    if store.is_local:
-        shutil.rmtree(path, ignore_errors=True)
-    elif store.fs.exists(path):
-        store.fs.rm(path, recursive=True)
+    store.remove_tree(key)  # remotely under the store's retry policy
 
 
 __all__ = ["to_precomputed"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from typing import Any
 
 from ..backend import open_info
@@ -77,25 +76,7 @@ def _sharding(scale: Scale) -> dict[str, Any] | None:
 
 
 def _stored_bytes(store: Store, scale: Scale) -> int:
-    path = store.path(scale.key)
-    if store.is_local:
-        total = 0
-        stack = [path]
-        while stack:
-            try:
-                entries = list(os.scandir(stack.pop()))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for e in entries:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append(e.path)
-                else:
-                    total += e.stat().st_size
-        return total
-    try:
-        return int(store.fs.du(path, total=True))
-    except FileNotFoundError:
-        return 0
+    return store.tree_size(scale.key)  # remotely under the store's retry policy
 
 
 def _bytes(n: int | None) -> str:
