@@ -10,6 +10,7 @@ import threading
 import dask
 import dask.array as da
 import numpy as np
+import pytest
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -162,3 +163,25 @@ def test_region_write_merges_partial_shards(tmp_path):
     expected[8:56, 20:120, 4:60] = _values((0, 0, 0), SHAPE)[8:56, 20:120, 4:60]
     got = xr.open_dataset(tmp_path / "v", engine="precomputed").image.values
     np.testing.assert_array_equal(got, expected)
+
+
+def test_a_failing_block_fails_the_write_and_keeps_nothing(tmp_path):
+    """An input block that raises stops its chain with the block's own error; the parts
+    the chain kept are dropped and no shard of the failed box is stored."""
+
+    def block(block_info=None):
+        info = block_info[None]
+        if tuple(info["chunk-location"][:3]) == (1, 1, 1):
+            raise ValueError("bad block (1, 1, 1)")
+        return _values([r[0] for r in info["array-location"][:3]], info["chunk-shape"][:3])
+
+    chunks = da.core.normalize_chunks((*CHUNKS, 1), (*SHAPE, 1))
+    arr = da.map_blocks(block, chunks=chunks, dtype=np.uint8, meta=np.empty((0,) * 4, np.uint8))
+    a = xr.DataArray(arr, dims=("x", "y", "z", "channel"), name="image")
+    with dask.config.set(scheduler="threads", num_workers=1):
+        with pytest.raises(ValueError, match=r"bad block \(1, 1, 1\)"):
+            _write(a, tmp_path / "v")
+    assert kept_parts().used == 0
+    # the boxes at x 32-64, z 32-64, y 64-96 and 96-128 need block (1, 1, 1): never stored
+    shards = {p.name for p in (tmp_path / "v").rglob("*.shard")}
+    assert len(shards) < 16
