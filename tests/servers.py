@@ -34,6 +34,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import asyncio  # noqa: E402
 import atexit  # noqa: E402
+import contextlib  # noqa: E402
 import gzip  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
@@ -519,6 +520,21 @@ class GCSServer(_CountingMixin):
         finally:
             self._kill_upstream()
             self._tmp.cleanup()
+
+
+@contextlib.contextmanager
+def threaded_http_server(handler: type):
+    """A stdlib ``ThreadingHTTPServer`` on a free loopback port running ``handler`` in a
+    thread: yields its base URL, shut down on exit (for tests that script the answers)."""
+    import http.server
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_port}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def _free_port() -> int:

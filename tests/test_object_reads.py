@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import http.server
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,6 +13,8 @@ from xarray_precomputed.errors import StorageError
 from xarray_precomputed.object_reads import ObjectReader, bucket_region, open_reader
 from xarray_precomputed.retry import RetryPolicy, classify
 from xarray_precomputed.storage import Store
+
+from .servers import threaded_http_server
 
 pytest.importorskip("obstore")
 
@@ -44,10 +45,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def plain_server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}"
-    srv.shutdown()
+    with threaded_http_server(_Handler) as url:
+        yield url
 
 
 def _reader(url: str, **policy) -> ObjectReader:

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import numpy as np
@@ -228,10 +227,8 @@ class _SlowHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def slow_server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowHandler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}"
-    srv.shutdown()
+    with servers.threaded_http_server(_SlowHandler) as url:
+        yield url
 
 
 @pytest.fixture
