@@ -1,10 +1,10 @@
 """Which write tasks run as chains, and what each shares with the later tasks of its chain.
 
 When input blocks must be computed whole (not read in parts) and several shards overlap
-each, the tasks of a line of shards along the axis where blocks are shared most run one
-after another (each waits for the one before), so that the parts a task computes for
-later tasks can be kept in the process (:mod:`.block_reuse`) rather than computed again.
-Lines are cut into chains short enough to leave work for every worker.
+each, the boxes of a line of shards along the axis where blocks are shared most are
+written by one task, one after another, so that the parts a box computes for later boxes
+can be kept in the process (:mod:`.block_reuse`) rather than computed again. Lines are cut
+into chains short enough to leave work for every worker.
 """
 
 from __future__ import annotations

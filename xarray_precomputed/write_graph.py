@@ -96,22 +96,21 @@ def _build(store, info, plan, write_empty, after, tasks) -> Delayed:
             [sources.source(*b), tuple(int(starts[d][b[d]]) - lo[d] for d in range(3))]
             for b in blocks
         ]
-        if any(isinstance(block, BlockRecipe) for block, _ in pieces) or (
-            len(pieces) > 1 and sources.private(block for block, _ in pieces)
+        if (
+            chains is not None
+            or any(isinstance(block, BlockRecipe) for block, _ in pieces)
+            or (len(pieces) > 1 and sources.private(block for block, _ in pieces))
         ):
             # The task computes blocks itself: then all of them, so that Dask does not
             # compute the blocks only it needs ahead of it and keep them waiting. Blocks
             # smaller than the box likewise, when computing one repeats no work shared
             # with other blocks: the task then holds one block at a time, not its box
-            # of blocks until it ends.
+            # of blocks until it ends. A chain's task computes every block itself.
             for piece in pieces:
                 piece[0] = sources.recipe(piece[0])
         if chains is None:
             layer[(name, *index)] = (writer.write_pieces, lo, shape, pieces, after_key)
             continue
-        for piece in pieces:  # a chain's task computes every block itself
-            if not isinstance(piece[0], BlockRecipe):
-                piece[0] = sources.recipe(piece[0])
         link = chains.link(name, index, blocks, pieces)
         group = (f"{CHAIN_PREFIX}{token}", *link.chain[1:])
         members = layer.setdefault(group, (writer.write_chain, [], after_key))[1]
