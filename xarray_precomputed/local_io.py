@@ -8,6 +8,7 @@ chunk would be freshly mapped memory again and again, each first touch a page fa
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -80,6 +81,36 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def remove_file(path: str) -> None:
+    """Remove a file if it exists."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def remove_tree(path: str) -> None:
+    """Remove a directory and everything under it, if it exists."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def tree_size(path: str) -> int:
+    """Bytes of the files under ``path`` (symbolic links not followed); 0 if nothing is there."""
+    total = 0
+    stack = [path]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+            else:
+                total += e.stat().st_size
+    return total
 
 
 def open_for_reading(path: str) -> BinaryIO | None:

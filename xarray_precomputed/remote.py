@@ -349,3 +349,30 @@ class RemoteCaller:
 
 def _is_deadline(e: BaseException) -> bool:
     return type(e).__name__ in ("FSTimeoutError", "TimeoutError")
+
+
+def pipe_creating_parents(
+    fs: fsspec.AbstractFileSystem,
+    path: str,
+    data: bytes | bytearray,
+    call: Callable[..., Any] | None = None,
+) -> None:
+    """``fs.pipe_file``, creating the parent directories first where the filesystem has them.
+
+    Object stores have no directories and accept the put as is; a filesystem with real
+    directories (a local directory behind another protocol, SFTP, ...) refuses a missing
+    parent with ``FileNotFoundError``: then make the parents and put once more.
+    ``call(name, *args)`` makes the filesystem calls (default: the method ``name`` of ``fs``),
+    e.g. with a deadline.
+    """
+    if call is None:
+        call = lambda name, *args, **kw: getattr(fs, name)(*args, **kw)  # noqa: E731
+    try:
+        call("pipe_file", path, data)
+    except FileNotFoundError:
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        flat = {"S3FileSystem", "GCSFileSystem"} & {c.__name__ for c in type(fs).__mro__}
+        if not parent or flat:  # a missing bucket: never create one as a side effect
+            raise
+        call("makedirs", parent, exist_ok=True)
+        call("pipe_file", path, data)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO
@@ -26,6 +25,7 @@ from .remote import (
     anonymous_gcs_base,
     gcs_media_url,
     open_filesystem,
+    pipe_creating_parents,
 )
 from .retry import RetryPolicy, describe
 
@@ -325,19 +325,7 @@ class Store:
         """Bytes stored under ``key`` (a directory or prefix); 0 when nothing is."""
         path = self.path(key)
         if self.is_local:
-            total = 0
-            stack = [path]
-            while stack:
-                try:
-                    entries = list(os.scandir(stack.pop()))
-                except (FileNotFoundError, NotADirectoryError):
-                    continue
-                for e in entries:
-                    if e.is_dir(follow_symlinks=False):
-                        stack.append(e.path)
-                    else:
-                        total += e.stat().st_size
-            return total
+            return local_io.tree_size(path)
         remote = self._remote
         try:
             return int(
@@ -391,10 +379,7 @@ class Store:
         """Remove an object if it exists."""
         path = self.path(key)
         if self.is_local:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            local_io.remove_file(path)
             return
         remote = self._remote
         self._write(key, "delete", lambda fs, t: remote.call(fs, "rm_file", path, timeout=t))
@@ -407,7 +392,7 @@ class Store:
         """
         path = self.path(key)
         if self.is_local:
-            shutil.rmtree(path, ignore_errors=True)
+            local_io.remove_tree(path)
             return
         remote = self._remote
         self._write(
@@ -432,30 +417,3 @@ class Store:
             raise StorageError(f"cannot {verb} {self.url_of(key)}: {describe(e)}") from e
         except Exception as e:
             raise StorageError(f"cannot {verb} {self.url_of(key)}: {describe(e)}") from e
-
-
-def pipe_creating_parents(
-    fs: fsspec.AbstractFileSystem,
-    path: str,
-    data: bytes | bytearray,
-    call: Callable[..., Any] | None = None,
-) -> None:
-    """``fs.pipe_file``, creating the parent directories first where the filesystem has them.
-
-    Object stores have no directories and accept the put as is; a filesystem with real
-    directories (a local directory behind another protocol, SFTP, ...) refuses a missing
-    parent with ``FileNotFoundError``: then make the parents and put once more.
-    ``call(name, *args)`` makes the filesystem calls (default: the method ``name`` of ``fs``),
-    e.g. with a deadline.
-    """
-    if call is None:
-        call = lambda name, *args, **kw: getattr(fs, name)(*args, **kw)  # noqa: E731
-    try:
-        call("pipe_file", path, data)
-    except FileNotFoundError:
-        parent = path.rsplit("/", 1)[0] if "/" in path else ""
-        flat = {"S3FileSystem", "GCSFileSystem"} & {c.__name__ for c in type(fs).__mro__}
-        if not parent or flat:  # a missing bucket: never create one as a side effect
-            raise
-        call("makedirs", parent, exist_ok=True)
-        call("pipe_file", path, data)
