@@ -167,6 +167,77 @@ def test_merged_writes_retry_under_the_policy(proxied):
     assert store.get("n") == b"11"
 
 
+def _scripted_update(other: Store, proxy: faults.FaultProxy, key: str, script: list[str]):
+    """``(update, calls)``: an update appending ``b"u"`` that, on its n-th call, first does
+    ``script[n]`` ("ok" past its end), and the bytes each call was given.
+
+    "race": another writer (``other``, not through the proxy) appends ``b"o"`` between our
+    read and our write, which then meets a real 412; "503": our write is answered 503;
+    "503 always": every write of ours from then on is.
+    """
+    calls: list[bytes | None] = []
+
+    def update(old: bytes | None) -> bytes:
+        step = script[len(calls)] if len(calls) < len(script) else "ok"
+        calls.append(old)
+        if step == "race":
+            other.put(key, (old or b"") + b"o")
+        elif step == "503":
+            proxy.faults.append("503")
+        elif step == "503 always":
+            proxy.always = "503"
+        return (old or b"") + b"u"
+
+    return update, calls
+
+
+def test_merged_write_through_conflicts_and_failures(proxied):
+    """Lost races and transient failures interleave in one loop; races are no failures."""
+    server, opts, proxy = proxied
+    url = server.new_url("conflicts")
+    store = Store(url, {**opts, "retry": {**FAST, "attempts": 2}})
+    other = Store(url, server.storage_options)
+    other.put("n", b"s")
+    proxy.inject(methods=WRITES)
+    update, calls = _scripted_update(other, proxy, "n", ["race", "503", "race"])
+    update_object(store, "n", update)
+    # two races and one 503 within attempts=2: only the 503 counted
+    assert calls == [b"s", b"so", b"so", b"soo"]
+    assert [f for m, *_, f in proxy.seen if m in WRITES] == ["ok", "503", "ok", "ok"]
+    assert other.get("n") == b"soou"  # the other writer's parts kept
+    proxy.inject(methods=WRITES)
+    update, calls = _scripted_update(other, proxy, "n", ["race", "503 always"])
+    with pytest.raises(
+        StorageError,
+        match=rf"cannot write {url}/n: gave up after 2 attempt\(s\) \(and 1 lost to "
+        r"concurrent writers\) in [\d.]+ s; last error: HTTP 503",
+    ):
+        update_object(store, "n", update)
+    assert len(calls) == 3 and other.get("n") == b"soouo"
+
+
+def test_merged_write_gives_up_after_lost_races(proxied, monkeypatch):
+    """Every read-merge-write losing a race: MAX_ATTEMPTS of them, and no retry failures."""
+    from xarray_precomputed import conditional
+
+    monkeypatch.setattr(conditional, "MAX_ATTEMPTS", 4)
+    server, opts, proxy = proxied
+    url = server.new_url("lost-races")
+    store = Store(url, {**opts, "retry": False})  # one attempt: races do not use it up
+    other = Store(url, server.storage_options)
+    proxy.inject(methods=WRITES)
+    update, calls = _scripted_update(other, proxy, "n", ["race"] * 10)
+    with pytest.raises(
+        StorageError,
+        match=rf"cannot write {url}/n: gave up after 4 attempts lost to concurrent writers "
+        "of the same object",
+    ):
+        update_object(store, "n", update)
+    assert calls == [None, b"o", b"oo", b"ooo"]
+    assert proxy.injected() == [] and len(_writes(proxy)) == 4
+    assert other.get("n") == b"oooo"  # nothing of ours stored
+
+
 @pytest.mark.parametrize("backend", ["http", "s3", "gcs"])
 def test_unreachable_endpoint_fails_fast_on_write(backend):
     port = servers._free_port()  # nothing listens there

@@ -20,16 +20,15 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from fsspec.asyn import sync
 
 from .errors import StorageError
-from .retry import classify, describe, status_of
+from .remote import Conflict
+from .retry import describe, status_of
 from .storage import Store
 
 Update = Callable[[bytes | None], bytes | bytearray | None]
@@ -38,10 +37,6 @@ MAX_ATTEMPTS = 50  # conflicts (each means another writer won); failures: the Re
 _BOUNDARY = "==precomputed-part=="
 _memory_locks: dict[str, threading.Lock] = {}
 _memory_guard = threading.Lock()
-
-
-class _Conflict(Exception):
-    """Someone else changed the object between our read and our write."""
 
 
 def update_object(store: Store, key: str, update: Update) -> None:
@@ -60,12 +55,11 @@ def update_object(store: Store, key: str, update: Update) -> None:
     """
     if store.is_local:
         return _update_local(store, key, update)
-    fs = store.fs
-    kind = conditional_kind(fs)
+    kind = conditional_kind(store.fs)
     if kind == "s3":
-        return _with_retries(store, key, lambda: _attempt_s3(store, fs, key, update))
+        return _conditional(store, key, lambda fs: _attempt_s3(store, fs, key, update))
     if kind == "gcs":
-        return _with_retries(store, key, lambda: _attempt_gcs(store, fs, key, update))
+        return _conditional(store, key, lambda fs: _attempt_gcs(store, fs, key, update))
     if kind == "memory":
         with _memory_guard:
             lock = _memory_locks.setdefault(store.path(key), threading.Lock())
@@ -143,48 +137,29 @@ def _lock(lock_path: str) -> int:
 # -- object stores -----------------------------------------------------------
 
 
-def _with_retries(store: Store, key: str, attempt: Callable[[], None]) -> None:
-    """``attempt()`` until it neither conflicts nor fails transiently.
+def _conditional(store: Store, key: str, attempt: Callable[[Any], None]) -> None:
+    """``attempt(fs)`` under the store's retry policy, as a single put is.
 
-    A conflict means another writer's update of the object got in first: read, merge and
-    write again, up to :data:`MAX_ATTEMPTS` times. Transient failures (429/5xx, resets,
-    timeouts) are retried under the store's :class:`~xarray_precomputed.retry.RetryPolicy`
-    (its attempts, backoff and timeout, counted from the start of the update), as a
-    single put is; an endpoint that cannot be connected to, for ``connect_timeout``.
+    Transient failures (429/5xx, resets, timeouts) are retried under the store's
+    :class:`~xarray_precomputed.retry.RetryPolicy` (its attempts, backoff and timeout,
+    counted from the start of the update); an endpoint that cannot be connected to, for
+    ``connect_timeout``. A :class:`~xarray_precomputed.remote.Conflict` means another
+    writer's update of the object got in first: read, merge and write again, apart from
+    the failures, up to :data:`MAX_ATTEMPTS` times.
     """
-    policy = store.retry
-    start = time.monotonic()
-    conflicts = failures = 0
-    while True:
-        try:
-            attempt()
-            return
-        except _Conflict:
-            conflicts += 1
-            if conflicts >= MAX_ATTEMPTS:
-                raise StorageError(
-                    f"cannot write {store.url_of(key)}: gave up after {conflicts} attempts "
-                    "lost to concurrent writers of the same object"
-                ) from None
-            pause = random.uniform(0, min(2.0, 0.02 * 2 ** min(conflicts - 1, 10)))
-        except StorageError:
-            raise
-        except Exception as e:
-            kind = classify(e)
-            if kind == "final":
-                raise StorageError(f"cannot write {store.url_of(key)}: {describe(e)}") from e
-            failures += 1
-            elapsed = time.monotonic() - start
-            pause = policy.pause(failures - 1)
-            budget = policy.timeout if kind == "transient" else policy.connect_timeout
-            if failures >= policy.attempts or elapsed + pause >= min(policy.timeout, budget):
-                lost = f" (and {conflicts} lost to concurrent writers)" if conflicts else ""
-                raise StorageError(
-                    f"cannot write {store.url_of(key)}: gave up after {failures} attempt(s)"
-                    f"{lost} in {elapsed:.1f} s; last error: {describe(e)} (retry limits: "
-                    "storage_options['retry'])"
-                ) from e
-        time.sleep(pause)
+    url = store.url_of(key)
+    try:
+        # No deadline on the requests themselves (the clients' timeouts bound them): one
+        # counted from the start of the update would leave little time to the requests
+        # made after long contention.
+        store._remote.run(
+            url, lambda fs, _left: attempt(fs), verb="write", fs=lambda: store.fs,
+            max_conflicts=MAX_ATTEMPTS,
+        )  # fmt: skip
+    except StorageError:
+        raise
+    except Exception as e:  # final: 403, a missing bucket, ...
+        raise StorageError(f"cannot write {url}: {describe(e)}") from e
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -224,9 +199,9 @@ def _attempt_s3(store: Store, fs: Any, key: str, update: Update) -> None:
         code = e.response.get("Error", {}).get("Code")
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict"):
-            raise _Conflict() from e
+            raise Conflict() from e
         if new is None and code in ("NoSuchKey", "404"):
-            raise _Conflict() from e  # deleted meanwhile: decide again on what is there
+            raise Conflict() from e  # deleted meanwhile: decide again on what is there
         raise
     finally:
         fs.invalidate_cache(path)
@@ -272,10 +247,10 @@ def _attempt_gcs(store: Store, fs: Any, key: str, update: Update) -> None:
                 json_out=True,
             )  # fmt: skip
     except (FileExistsError, FileNotFoundError) as e:  # 412 (or deleted meanwhile)
-        raise _Conflict() from e
+        raise Conflict() from e
     except Exception as e:
         if status_of(e) in (409, 412):
-            raise _Conflict() from e
+            raise Conflict() from e
         raise
     finally:
         fs.invalidate_cache(path)

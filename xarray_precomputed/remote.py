@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 
 import fsspec
 
+from . import give_up
 from .errors import StorageError
 from .retry import RetryPolicy, classify, describe
 
@@ -187,12 +189,9 @@ def open_filesystem(url: str, options: dict[str, Any], policy: RetryPolicy):
     return fs, root.rstrip("/")
 
 
-def _advice(url: str) -> str:
-    return (
-        f"check the URL ({url}), the network connection and the endpoint, and the "
-        "credentials (storage_options such as {'anon': True} for public data, or key/secret, "
-        "token, endpoint_url)"
-    )
+class Conflict(Exception):
+    """Raised by an attempt of :meth:`RemoteCaller.run` whose conditional write found the
+    object changed by another writer since it was read: no failure, the attempt starts over."""
 
 
 class RemoteCaller:
@@ -227,6 +226,7 @@ class RemoteCaller:
         *,
         verb: str = "read",
         fs: Callable[[], Any] | None = None,
+        max_conflicts: int = 1,
     ) -> Any:
         """``fn(filesystem, seconds_left)`` with retries; ``what`` names the object for errors.
 
@@ -246,12 +246,17 @@ class RemoteCaller:
         read through a filesystem without a client connect timeout (see
         :func:`bounds_connect`; e.g. one made by another fsspec protocol) gets
         ``connect_timeout`` in all until the endpoint has answered.
+
+        An attempt that raises :class:`Conflict` (a read-merge-write that lost a race) is
+        made again after a short pause of its own and does not count among the attempts;
+        the ``max_conflicts``-th conflict gives up. Their time counts in the elapsed time
+        that bounds the retries of failures.
         """
         p = self.policy
         reading = verb == "read"
         filesystem = fs or (lambda: self.store.read_fs)
         start = time.monotonic()
-        attempt = 0
+        attempt = lost = 0
         while True:
             attempt += 1
             target = filesystem()
@@ -266,6 +271,13 @@ class RemoteCaller:
                 return result
             except StorageError:
                 raise
+            except Conflict as e:
+                self.reached = True
+                attempt -= 1
+                lost += 1
+                if lost >= max_conflicts:
+                    raise give_up.lost_races(verb, _name(what), lost) from e
+                time.sleep(_conflict_pause(lost))
             except Exception as e:
                 if reading and self._switch_to_anonymous(e):
                     attempt -= 1
@@ -279,8 +291,10 @@ class RemoteCaller:
                 elapsed = time.monotonic() - start
                 pause = p.pause(attempt - 1)
                 if attempt >= p.attempts or elapsed + pause >= budget:
-                    name = what() if callable(what) else what
-                    raise self._give_up(name, e, kind, attempt, elapsed, verb) from e
+                    if not self.reached and (reading or kind == "unreachable"):
+                        url = self.store.url
+                        raise give_up.unreachable(_name(what), e, attempt, elapsed, url) from e
+                    raise give_up.exhausted(verb, _name(what), e, attempt, elapsed, lost) from e
                 time.sleep(pause)
 
     def run_batch(self, what: list[str], fetch: Callable) -> list[bytes | None]:
@@ -318,19 +332,6 @@ class RemoteCaller:
             raise StorageError(f"cannot read {what[last[0]]}: {describe(e)}") from e
         return out
 
-    def _give_up(
-        self, what: str, e: Exception, kind: str, attempts: int, elapsed: float, verb: str
-    ) -> StorageError:
-        if not self.reached and (verb == "read" or kind == "unreachable"):
-            return StorageError(
-                f"cannot reach {what}: no answer after {attempts} attempt(s) in "
-                f"{elapsed:.1f} s; last error: {describe(e)}. {_advice(self.store.url)}"
-            )
-        return StorageError(
-            f"cannot {verb} {what}: gave up after {attempts} attempt(s) in {elapsed:.1f} s; "
-            f"last error: {describe(e)} (retry limits: storage_options['retry'])"
-        )
-
     def _switch_to_anonymous(self, e: Exception) -> bool:
         """S3 without credentials: go on anonymously (public buckets), as tensorstore does."""
         store = self.store
@@ -349,6 +350,19 @@ class RemoteCaller:
 
 def _is_deadline(e: BaseException) -> bool:
     return type(e).__name__ in ("FSTimeoutError", "TimeoutError")
+
+
+def _name(what: str | Callable[[], str]) -> str:
+    return what() if callable(what) else what
+
+
+def _conflict_pause(n: int) -> float:
+    """Seconds to wait after conflict ``n`` (from 1), with full jitter.
+
+    Short: the winning write has landed already; the jitter spreads the writers still
+    contending for the object.
+    """
+    return random.uniform(0.0, min(2.0, 0.02 * 2 ** min(n - 1, 10)))
 
 
 def pipe_creating_parents(
