@@ -28,7 +28,7 @@ from fsspec.asyn import sync
 
 from .errors import StorageError
 from .remote import Conflict
-from .retry import describe, status_of
+from .retry import status_of
 from .storage import Store
 
 Update = Callable[[bytes | None], bytes | bytearray | None]
@@ -147,19 +147,12 @@ def _conditional(store: Store, key: str, attempt: Callable[[Any], None]) -> None
     writer's update of the object got in first: read, merge and write again, apart from
     the failures, up to :data:`MAX_ATTEMPTS` times.
     """
-    url = store.url_of(key)
-    try:
-        # No deadline on the requests themselves (the clients' timeouts bound them): one
-        # counted from the start of the update would leave little time to the requests
-        # made after long contention.
-        store._remote.run(
-            url, lambda fs, _left: attempt(fs), verb="write", fs=lambda: store.fs,
-            max_conflicts=MAX_ATTEMPTS,
-        )  # fmt: skip
-    except StorageError:
-        raise
-    except Exception as e:  # final: 403, a missing bucket, ...
-        raise StorageError(f"cannot write {url}: {describe(e)}") from e
+    # No deadline on the requests themselves (the clients' timeouts bound them): one
+    # counted from the start of the update would leave little time to the requests made
+    # after long contention.
+    store.write_with_retries(
+        key, "write", lambda fs, _left: attempt(fs), max_conflicts=MAX_ATTEMPTS
+    )
 
 
 def _split(path: str) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Local files: atomic writes (whole or streamed) and reads into a buffer each thread reuses.
+"""Local files: atomic writes (whole or streamed as produced) and reads into a buffer each thread reuses.
 
 :class:`~xarray_precomputed.storage.Store` maps keys to paths and calls these for local
 volumes. Reads that are decoded at once go into the thread's buffer: a fresh ``bytes`` per
@@ -7,6 +7,7 @@ chunk would be freshly mapped memory again and again, each first touch a page fa
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import threading
@@ -21,6 +22,26 @@ from .errors import CorruptDataError, StorageError
 
 _thread_buffers = threading.local()
 _GROWTH = 1 << 20  # thread buffers grow to whole MiB
+
+
+class StreamedObject:
+    """An object's bytes as ``write(f)`` writes them to an open binary file, returning
+    whether to store it at all: what :meth:`~xarray_precomputed.storage.Store.put` takes for an object that should not
+    be whole in memory (a local shard is written chunk by chunk as it is encoded).
+
+    >>> StreamedObject(lambda f: f.write(b"abc") == 3).to_bytes()
+    b'abc'
+    """
+
+    __slots__ = ("write",)
+
+    def __init__(self, write: Callable[[BinaryIO], bool]) -> None:
+        self.write = write
+
+    def to_bytes(self) -> bytes | None:
+        """The whole object in memory (``None``: not to be stored)."""
+        buf = io.BytesIO()
+        return buf.getvalue() if self.write(buf) else None
 
 
 def thread_buffer(size: int) -> memoryview:

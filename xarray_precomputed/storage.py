@@ -8,16 +8,16 @@ naming the object.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
-from typing import Any, BinaryIO
+from typing import Any
 
 import fsspec
 
 from . import local_io
 from .errors import StorageError
+from .local_io import StreamedObject
 from .object_reads import open_reader
 from .remote import (
     OWN_OPTIONS,
@@ -30,26 +30,6 @@ from .remote import (
 from .retry import RetryPolicy, describe
 
 _PREFIX = "precomputed://"
-
-
-class StreamedObject:
-    """An object's bytes as ``write(f)`` writes them to an open binary file, returning
-    whether to store it at all: what :meth:`Store.put` takes for an object that should not
-    be whole in memory (a local shard is written chunk by chunk as it is encoded).
-
-    >>> StreamedObject(lambda f: f.write(b"abc") == 3).to_bytes()
-    b'abc'
-    """
-
-    __slots__ = ("write",)
-
-    def __init__(self, write: Callable[[BinaryIO], bool]) -> None:
-        self.write = write
-
-    def to_bytes(self) -> bytes | None:
-        """The whole object in memory (``None``: not to be stored)."""
-        buf = io.BytesIO()
-        return buf.getvalue() if self.write(buf) else None
 
 
 def normalize_url(url: str | os.PathLike) -> str:
@@ -371,7 +351,7 @@ class Store:
                 fs, path, payload, lambda name, *a, **kw: remote.call(fs, name, *a, timeout=t, **kw)
             )
 
-        self._write(key, "write", attempt)
+        self.write_with_retries(key, "write", attempt)
         self.fs.invalidate_cache(path)
         return True
 
@@ -382,7 +362,9 @@ class Store:
             local_io.remove_file(path)
             return
         remote = self._remote
-        self._write(key, "delete", lambda fs, t: remote.call(fs, "rm_file", path, timeout=t))
+        self.write_with_retries(
+            key, "delete", lambda fs, t: remote.call(fs, "rm_file", path, timeout=t)
+        )
 
     def remove_tree(self, key: str) -> None:
         """Remove everything under ``key`` (a directory or prefix), if anything is there.
@@ -395,20 +377,26 @@ class Store:
             local_io.remove_tree(path)
             return
         remote = self._remote
-        self._write(
+        self.write_with_retries(
             key, "delete", lambda fs, t: remote.call(fs, "rm", path, recursive=True, timeout=t)
         )
         self.fs.invalidate_cache(path)
 
-    def _write(self, key: str, verb: str, attempt: Callable[[Any, float], None]) -> None:
+    def write_with_retries(
+        self, key: str, verb: str, attempt: Callable[[Any, float], Any], max_conflicts: int = 1
+    ) -> None:
         """``attempt(fs, seconds_left)`` under the retry policy, through fsspec (:attr:`fs`).
 
-        Transient failures (429/5xx, resets, timeouts) are retried; giving up, or any other
-        failure, raises :class:`StorageError` naming the object. Deleting a missing object
-        is no error.
+        Transient failures (429/5xx, resets, timeouts) are retried, and up to
+        ``max_conflicts`` lost races (:class:`~xarray_precomputed.remote.Conflict`, for
+        conditional updates); giving up, or any other failure, raises
+        :class:`StorageError` naming the object. Deleting a missing object is no error.
         """
         try:
-            self._remote.run(self.url_of(key), attempt, verb=verb, fs=lambda: self.fs)
+            self._remote.run(
+                self.url_of(key), attempt, verb=verb, fs=lambda: self.fs,
+                max_conflicts=max_conflicts,
+            )  # fmt: skip
         except StorageError:
             raise
         except FileNotFoundError as e:
