@@ -11,8 +11,11 @@ the same info. Each (writer, case, repeat) runs in a fresh subprocess; afterward
 is read back with tensorstore and checksummed. See README.md in this directory.
 
 ``--scheduler cluster`` runs ``ours`` on a ``distributed.LocalCluster`` of 2 worker processes
-(1 thread each) started in that subprocess, and reports its peak memory per worker process;
-the other writers stay on the threaded scheduler (tensorstore's loop is the same baseline).
+(1 thread each) started in that subprocess, and reports its peak memory per worker process.
+``tensorstore-cluster`` (run by default with ``--scheduler cluster``) is tensorstore's
+one-shard-per-write loop on the same kind of cluster: one task per shard box computes its box
+in the worker and writes it; the other writers stay on the threaded scheduler. Ratios are
+against the fastest tensorstore mode.
 """
 
 from __future__ import annotations
@@ -62,9 +65,10 @@ from harness import (
     ratio,
 )
 
-WRITERS = ("ours", "tensorstore", "tensorstore-pipelined", "cloud-volume")
-TENSORSTORE = ("tensorstore", "tensorstore-pipelined")
+WRITERS = ("ours", "tensorstore", "tensorstore-pipelined", "tensorstore-cluster", "cloud-volume")
+TENSORSTORE = ("tensorstore", "tensorstore-pipelined", "tensorstore-cluster")
 OURS = "ours"
+ON_CLUSTER = (OURS, "tensorstore-cluster")  # with --scheduler cluster: written on the cluster
 # Targets from the issue: ours >= 1.5x tensorstore's throughput (its faster mode), and our
 # peak memory (the whole process with 2 threads; per worker on the cluster) at most 4
 # uncompressed shards + 2 input blocks.
@@ -364,6 +368,48 @@ def _write_tensorstore_pipelined(case: VolumeSpec, path: str, src, opts=None) ->
     return {"writes": len(boxes), "outstanding_writes": depth}
 
 
+def _write_tensorstore_cluster(case: VolumeSpec, path: str, src, opts=None) -> dict[str, Any]:
+    """tensorstore's one-shard-per-write loop spread over the active distributed Client: one
+    task per shard box (``_ts_cluster_box``), as a tensorstore user with a cluster writes."""
+    from distributed import get_client
+
+    opts = opts or {}
+    client = get_client()
+    _ts_create(case, path)
+    n = len(shard_slices(case))
+    args = (_case_params(case), path, opts["source_order"], list(opts["input_chunk"]))
+    futures = [client.submit(_ts_cluster_box, *args, i, pure=False) for i in range(n)]
+    client.gather(futures)
+    return {"writes": n, "outstanding_writes": 0}
+
+
+@lru_cache(maxsize=1)
+def _ts_worker_state(path: str, box: tuple[int, ...], dtype: str):
+    """Per worker process: the open store and a box buffer, reused by its tasks. (An
+    ``lru_cache`` is pickled by reference, so tasks share it; a dict global of this script
+    would travel by value with each task, and each task would open its own store.)"""
+    import tensorstore as ts
+
+    store = ts.open(tensorstore_spec(path), open=True).result()
+    return store, np.empty(box, dtype, order="F")
+
+
+def _ts_cluster_box(params, path: str, order: str, input_chunk, index: int) -> int:
+    """Runs in a worker: compute shard box ``index`` there (the synchronous scheduler, as
+    the worker's one thread) into a buffer the worker reuses, and write it with tensorstore."""
+    import dask
+
+    case = _case_from(params)
+    boxes = shard_slices(case)
+    sl = boxes[index]
+    store, buf = _ts_worker_state(path, tuple(s.stop - s.start for s in boxes[0]), case.dtype)
+    src = source_array(case, order, tuple(input_chunk))
+    with dask.config.set(scheduler="synchronous"):
+        view = _compute_box(src, sl, buf)
+    store[sl].write(view[..., np.newaxis]).result()
+    return 1
+
+
 def _write_cloudvolume(case: VolumeSpec, path: str, src, opts=None) -> dict[str, Any]:
     """One shard per assignment (its sharded writer accepts exactly one shard per write).
 
@@ -404,6 +450,7 @@ WRITE_FUNCTIONS = {
     "ours": _write_ours,
     "tensorstore": _write_tensorstore,
     "tensorstore-pipelined": _write_tensorstore_pipelined,
+    "tensorstore-cluster": _write_tensorstore_cluster,
     "cloud-volume": _write_cloudvolume,
 }
 
@@ -469,10 +516,10 @@ def _release_free_memory() -> None:
 def _worker_write(case: VolumeSpec, payload: dict[str, Any]) -> None:
     import dask.array  # noqa: F401  (imported before the timed region, as by every writer)
 
-    if payload.get("scheduler") == "cluster" and payload["writer"] == OURS:
-        _worker_write_cluster(case, payload)
-        return
     fn = WRITE_FUNCTIONS[payload["writer"]]
+    if payload.get("scheduler") == "cluster" and payload["writer"] in ON_CLUSTER:
+        _worker_write_cluster(case, payload, fn)
+        return
     opts = payload.get("opts", {})
     path = payload["path"]
     order = payload.get("source_order", "F")
@@ -550,18 +597,19 @@ def _cluster_peak() -> dict[str, Any]:
     }
 
 
-def _worker_write_cluster(case: VolumeSpec, payload: dict[str, Any]) -> None:
-    """``ours`` on a 2-process LocalCluster started here (untimed): the warm-up write runs on
+def _worker_write_cluster(case: VolumeSpec, payload: dict[str, Any], write) -> None:
+    """``write`` (ours, or tensorstore's loop) on a 2-process LocalCluster started here (untimed): the warm-up write runs on
     the same cluster, the generator's tables are built in each worker, then every worker's
     high-water mark is reset and the write is timed. Peak per worker = its VmHWM over its
     own baseline; this process (client, scheduler, nannies) is measured as the driver."""
     import dask
     from distributed import Client, LocalCluster
 
-    opts = {**payload.get("opts", {}), "scheduler": "cluster"}
     path = payload["path"]
     order = payload.get("source_order", "F")
     input_chunk = tuple(payload.get("input_chunk", INPUT_CHUNK))
+    opts = {**payload.get("opts", {}), "scheduler": "cluster", "source_order": order,
+            "input_chunk": input_chunk}  # fmt: skip
     with (
         LocalCluster(
             n_workers=CLUSTER_WORKERS,
@@ -576,13 +624,13 @@ def _worker_write_cluster(case: VolumeSpec, payload: dict[str, Any]) -> None:
             raise RuntimeError(f"dask would not compute on the cluster: {scheduler!r}")
         src = source_array(case, order, input_chunk)
         if payload.get("warmup", True):
-            _warm_up(_write_ours, case, path, order, opts)
+            _warm_up(write, case, path, order, {**opts, "input_chunk": INPUT_CHUNK})
         prepared = client.run(_cluster_prepare, tuple(case.shape), case.seed, order)
         _release_free_memory()
         base = client.run(_cluster_reset)
         with PeakMemory() as mem:
             c0, t0 = cpu_seconds(), time.perf_counter()
-            extra = _write_ours(case, path, src, opts)
+            extra = write(case, path, src, opts)
             t1, c1 = time.perf_counter(), cpu_seconds()
         after = client.run(_cluster_peak)
     addrs = sorted(base)
@@ -821,8 +869,8 @@ def main(argv: list[str] | None = None) -> int:
         default="threads",
         help=f"where ours computes: threads (the threaded scheduler, {THREADS} threads; "
         f"default) or cluster (a distributed.LocalCluster of {CLUSTER_WORKERS} processes x 1 "
-        "thread, peak memory per worker process; results write-cluster-*.json). The other "
-        "writers always use threads",
+        "thread, peak memory per worker process; results write-cluster-*.json), where "
+        "tensorstore-cluster runs tensorstore's loop too. The other writers always use threads",
     )
     p.add_argument("--keep", action="store_true", help="keep the written volumes")
     add_output_arguments(
@@ -839,12 +887,16 @@ def main(argv: list[str] | None = None) -> int:
 
     script = Path(__file__).resolve()
     cases = [c for c in write_cases(args.quick) if c.sharding["data_encoding"] in args.cases]
+    cluster = args.scheduler == "cluster"
     writers = [w for w in WRITERS if w in args.writers]
+    if not cluster:
+        if "tensorstore-cluster" in args.writers and args.writers != list(WRITERS):
+            p.error("tensorstore-cluster needs --scheduler cluster")
+        writers = [w for w in writers if w != "tensorstore-cluster"]
     suffix = "" if args.source_order == "F" else "-c-order"
     input_chunk = tuple(int(v) for v in args.input_chunks.split(","))
     if input_chunk != INPUT_CHUNK:
         suffix += "-input-" + "x".join(map(str, input_chunk))
-    cluster = args.scheduler == "cluster"
     stem = "write-cluster" if cluster else "write"
     output = args.output or RESULTS_DIR / (
         f"{stem}-quick{suffix}.json" if args.quick else f"{stem}-latest{suffix}.json"
@@ -856,8 +908,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data dir: {out_root}  repeat: {args.repeat}  quick: {args.quick}  "
           f"dask threads: {THREADS}", flush=True)  # fmt: skip
     if cluster:
-        print(f"scheduler for ours: distributed.LocalCluster, {CLUSTER_WORKERS} worker "
-              "processes x 1 thread (other writers: threads)", flush=True)  # fmt: skip
+        print(f"on a distributed.LocalCluster of {CLUSTER_WORKERS} worker processes x 1 thread: "
+              f"{', '.join(ON_CLUSTER)} (other writers: threads)", flush=True)  # fmt: skip
     print(flush=True)
 
     # The data generation, alone: every writer pays it (once per voxel).
@@ -942,6 +994,7 @@ def main(argv: list[str] | None = None) -> int:
             f"peak memory{' per worker' if cluster else ''} <= {TARGET_WORKER_SHARDS:g} shards "
             f"+ {TARGET_WORKER_BLOCKS} input blocks = {TARGET_WORKER_SHARDS + blocks:.3g}",
         )
+    cluster_notes: list[str] = []
     for case in cases:
         r = results[case.name]
         peak_target, peak_what = peak_targets[case.name]
@@ -971,6 +1024,15 @@ def main(argv: list[str] | None = None) -> int:
                 else round(p_ts, 3),
                 "best_tensorstore_mode": ts_best[0],
             }
+            ts_cluster = r.get("tensorstore-cluster", {})
+            if w == OURS and cluster and "mb_per_s" in ts_cluster:
+                # both on the cluster: the same scheduler, the same workers' allocator
+                same = ratio(s["mb_per_s"], ts_cluster["mb_per_s"])
+                same_p = paired_median(ts_cluster["seconds_by_round"], s["seconds_by_round"])
+                s["ratios"]["throughput_vs_tensorstore_cluster"] = round(same, 3)
+                s["ratios"]["throughput_vs_tensorstore_cluster_paired_median"] = round(same_p, 3)
+                cluster_notes.append(f"{case.name}: ours-cluster / tensorstore-cluster "
+                                     f"{same:.2f} (paired {same_p:.2f})")  # fmt: skip
             if w == OURS:
                 for what, val, tgt, hib in (
                     (f"throughput >= {TARGET_VS_TS}x tensorstore", vs_ts, TARGET_VS_TS, True),
@@ -1030,6 +1092,8 @@ def main(argv: list[str] | None = None) -> int:
          "thr/TS", "~paired", "disk MiB", "files", "ok"],
         rows,
     ))  # fmt: skip
+    for note in cluster_notes:
+        print(note)
     report = {
         "benchmark": "write",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -1044,7 +1108,7 @@ def main(argv: list[str] | None = None) -> int:
                     "n_workers": CLUSTER_WORKERS,
                     "threads_per_worker": 1,
                     "processes": True,
-                    "used_by": [OURS],
+                    "used_by": [w for w in writers if w in ON_CLUSTER],
                     "peak_target_shards": {k: v[0] for k, v in peak_targets.items()},
                 }
             }
