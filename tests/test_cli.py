@@ -142,6 +142,31 @@ def test_copy_region_is_read_by_tensorstore(volumes, tmp_path):
     np.testing.assert_array_equal(store[10:70, 0:40, 4:24].read().result(), want)
 
 
+def test_local_cluster_workers_keep_freed_blocks():
+    """The LocalCluster the CLI starts gives its workers glibc settings that keep freed
+    blocks in the heap (distributed's MALLOC_TRIM_THRESHOLD_ alone maps each anew); a value
+    the user's dask config sets wins."""
+    import dask
+    from distributed import get_client
+
+    from xarray_precomputed.cli.options import WORKER_MALLOC_ENVIRON, dask_scheduler
+
+    def environ() -> dict:
+        return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", *WORKER_MALLOC_ENVIRON)}
+
+    key = "distributed.nanny.pre-spawn-environ.MALLOC_TOP_PAD_"
+    saved = dict(os.environ)  # the nannies set the variables here too, before spawning
+    try:
+        with dask.config.set({key: 12345}), dask_scheduler("local", 1):
+            (seen,) = get_client().run(environ).values()
+    finally:  # later tests' subprocesses must not inherit them
+        os.environ.clear()
+        os.environ.update(saved)
+    assert seen == {"MALLOC_TRIM_THRESHOLD_": "65536",  # distributed's own, left as it is
+                    "MALLOC_MMAP_THRESHOLD_": str(WORKER_MALLOC_ENVIRON["MALLOC_MMAP_THRESHOLD_"]),
+                    "MALLOC_TOP_PAD_": "12345"}  # fmt: skip
+
+
 def test_copy_to_s3_on_a_distributed_cluster(volumes, s3_server):
     distributed = pytest.importorskip("distributed")
     dst = s3_server.new_url("cli-copy")

@@ -460,7 +460,9 @@ def test_unreachable_http_raises_storage_error_quickly(prefix: str):
     assert isinstance(info.value, StorageError), repr(info.value)
     assert isinstance(info.value, OSError)
     assert url + "/info" in str(info.value)
-    assert elapsed < 5, elapsed
+    # refused connections are retried for the default connect_timeout (5 s), then given up
+    # on: the bound is that budget plus the last attempt, with room for a busy machine
+    assert elapsed < 6.5, elapsed
 
 
 def test_missing_volume_raises_info_not_found(remote: Remote):
