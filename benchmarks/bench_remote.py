@@ -407,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             for v in [] if args.skip_full else volumes:
                 best: dict[str, dict] = {}
                 for rep in range(repeat):
-                    for reader in full_readers:
+                    # whichever reader runs first after a pause pays for it: alternate
+                    for reader in full_readers[:: 1 if rep % 2 == 0 else -1]:
                         wait_for_quiet(args.max_wait)
                         r = run(_payload(remote, v, reader, "full", counted=False), remote)
                         if "error" in r:
@@ -431,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
             for v in [] if args.skip_cutouts else (volumes[0], volumes[2]):
                 for box_name, box in cutout_boxes(v.shape).items():
                     runs: dict[str, list[dict]] = {k: [] for k in cutout_readers}
-                    for _ in range(cut_repeat):
-                        for reader in cutout_readers:
+                    for rep in range(cut_repeat):
+                        for reader in cutout_readers[:: 1 if rep % 2 == 0 else -1]:
                             wait_for_quiet(args.max_wait)
                             pl = _payload(remote, v, reader, "cutout", counted=True)
                             r = run({**pl, "box": box}, remote)
