@@ -10,7 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from xarray_precomputed.errors import StorageError
-from xarray_precomputed.object_reads import ObjectReader, bucket_region, open_reader
+from xarray_precomputed.object_reads import (
+    ObjectReader,
+    bucket_region,
+    open_reader,
+    translate_error,
+)
 from xarray_precomputed.retry import RetryPolicy, classify
 from xarray_precomputed.storage import Store
 
@@ -79,6 +84,51 @@ def test_refused_connection_is_unreachable():
     with pytest.raises(ConnectionRefusedError) as e:
         reader.cat_file("v/info")
     assert classify(e.value) == "unreachable"
+
+
+def test_refused_connection_says_why():
+    reader = _reader("http://127.0.0.1:9/v")
+    with pytest.raises(ConnectionRefusedError, match="tcp connect error: Connection refused"):
+        reader.cat_file("v/info")
+
+
+# obstore 0.12's text for a host that does not resolve (its debug part, abridged): the first
+# line says only "error sending request"
+_DNS_FAILURE = """Generic HTTP error: Error performing GET https://nowhere.invalid/v/info in 1ms - \
+HTTP error: error sending request
+
+Debug source:
+Generic {
+    store: "HTTP",
+    source: RetryError(RetryErrorImpl {
+        method: GET,
+        inner: Http(HttpError {
+            kind: Connect,
+            source: reqwest::Error {
+                kind: Request,
+                source: hyper_util::client::legacy::Error(
+                    Connect,
+                    ConnectError(
+                        "dns error",
+                        Custom {
+                            kind: Uncategorized,
+                            error: "failed to lookup address information: Name or service not known",
+                        },
+                    ),
+                ),
+            },
+        }),
+    }),
+}"""
+
+
+def test_unknown_host_says_dns():
+    e = translate_error(RuntimeError(_DNS_FAILURE))
+    assert isinstance(e, ConnectionRefusedError) and classify(e) == "unreachable"
+    assert str(e).startswith(
+        "dns error: failed to lookup address information: Name or service not known (Generic"
+    )
+    assert "\n" not in str(e)
 
 
 def test_unreachable_endpoint_fails_fast_with_advice():

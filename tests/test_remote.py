@@ -460,6 +460,7 @@ def test_unreachable_http_raises_storage_error_quickly(prefix: str):
     assert isinstance(info.value, StorageError), repr(info.value)
     assert isinstance(info.value, OSError)
     assert url + "/info" in str(info.value)
+    assert "Connection refused" in str(info.value)  # the cause, not only "error sending request"
     # refused connections are retried for the default connect_timeout (5 s), then given up
     # on: the bound is that budget plus the last attempt, with room for a busy machine
     assert elapsed < 6.5, elapsed

@@ -34,6 +34,8 @@ _S3_KEYS = frozenset({"anon", "key", "secret", "token", "endpoint_url", "request
 _S3_CLIENT_KEYS = frozenset({"endpoint_url", "region_name"})
 _OWN = frozenset(OWN_OPTIONS)
 _STATUS = re.compile(r"status(?: code)?:? (\d{3})")
+_QUOTED = re.compile(r'"([^"]+)"')
+_DETAIL = re.compile(r'(?:error|message): "([^"]+)"')
 
 
 class ObjectStoreStatusError(Exception):
@@ -75,12 +77,28 @@ def translate_error(exc: BaseException) -> BaseException:
         return ObjectStoreStatusError(first, int(status.group(1)))
     # (a connect timeout is reported as "kind: Timeout" around hyper's ConnectError)
     if "kind: Connect" in text or "tcp connect error" in text:
-        return ObjectStoreConnectError(first)
+        cause = _connect_cause(text)
+        # the cause first: messages are cut at 300 characters (retry.describe)
+        return ObjectStoreConnectError(f"{cause} ({first})" if cause else first)
     if "kind: Timeout" in text or "TimedOut" in text:
         return ObjectStoreTimeoutError(first)
     if "kind: Body" in text or "kind: Request" in text or "error sending request" in text:
         return ObjectStoreTransferError(first)
     return exc
+
+
+def _connect_cause(text: str) -> str | None:
+    """What the first line of a failed connection leaves out, from obstore's debug text:
+    e.g. ``dns error: failed to lookup address information: Name or service not known``
+    or ``tcp connect error: Connection refused``."""
+    at = text.find("ConnectError(")
+    if at < 0:
+        return None
+    what = _QUOTED.search(text, at)
+    details = _DETAIL.findall(text, at)
+    if what is None:
+        return None
+    return f"{what.group(1)}: {details[-1]}" if details else what.group(1)
 
 
 class ObjectReader:
