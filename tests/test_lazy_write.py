@@ -14,7 +14,6 @@ import pytest
 import xarray as xr
 
 import xarray_precomputed as xp
-from xarray_precomputed import writer
 from xarray_precomputed.storage import Store
 
 from .helpers import make_array, rand, sharding_dict
@@ -36,7 +35,7 @@ class Events:
     def __init__(self, monkeypatch):
         self.log: list[tuple[str, str]] = []
         lock = threading.Lock()
-        put, delete, remove = Store.put, Store.delete, writer._remove_tree
+        put, delete, remove = Store.put, Store.delete, Store.remove_tree
 
         def record(op, key):
             with lock:
@@ -56,7 +55,7 @@ class Events:
 
         monkeypatch.setattr(Store, "put", spy_put)
         monkeypatch.setattr(Store, "delete", spy_delete)
-        monkeypatch.setattr(writer, "_remove_tree", spy_remove)
+        monkeypatch.setattr(Store, "remove_tree", spy_remove)
 
 
 @pytest.mark.parametrize("sharding", [None, sharding_dict(3, 0, 3)], ids=["unsharded", "sharded"])

@@ -208,7 +208,7 @@ def _write_info(store: Store, info: VolumeInfo, mode: Mode) -> int:
         old = _read_existing_quietly(store)
         if old is not None:
             for s in old.scales:
-                _remove_tree(store, s.key)
+                store.remove_tree(s.key)
     store.put("info", json.dumps(info.to_json(), indent=1).encode())
     return 0
 
@@ -218,10 +218,6 @@ def _read_existing_quietly(store: Store) -> VolumeInfo | None:
         return read_existing_info(store)
     except WriteError:
         return None
-
-
-def _remove_tree(store: Store, key: str) -> None:
-    store.remove_tree(key)  # remotely under the store's retry policy
 
 
 __all__ = ["to_precomputed"]

@@ -43,7 +43,7 @@ def describe(store: Store, info: VolumeInfo, stored_bytes: bool = False) -> dict
             "encoding": scale.encoding,
             "chunks": math.prod(scale.grid_shape),
             "sharding": _sharding(scale),
-            "stored_bytes": _stored_bytes(store, scale) if store.is_local or stored_bytes else None,
+            "stored_bytes": store.tree_size(scale.key) if store.is_local or stored_bytes else None,
         }
         if scale.compressed_segmentation_block_size is not None:
             entry["compressed_segmentation_block_size"] = list(
@@ -73,10 +73,6 @@ def _sharding(scale: Scale) -> dict[str, Any] | None:
         out["shard_box_voxels"] = list(shard_box_voxels(scale, box))
         out["shards"] = math.prod(-(-g // b) for g, b in zip(scale.grid_shape, box))
     return out
-
-
-def _stored_bytes(store: Store, scale: Scale) -> int:
-    return store.tree_size(scale.key)  # remotely under the store's retry policy
 
 
 def _bytes(n: int | None) -> str:
