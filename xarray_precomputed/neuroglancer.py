@@ -34,7 +34,6 @@ import xarray as xr
 from .backend import open_info
 from .conventions import DIMS
 from .errors import LinkError
-from .lazy_source import source_reader
 from .storage import normalize_url
 
 DEFAULT_HOST = "https://neuroglancer-demo.appspot.com/"
@@ -194,6 +193,8 @@ def _describe_opened(obj: xr.Dataset | xr.DataArray) -> dict[str, Any]:
     if "url" in attrs and "resolution" in attrs:  # a Dataset as the reader made it
         url, res, vtype = attrs["url"], attrs["resolution"], attrs.get("type")
     else:  # a variable or a selection of it: the volume it is still read from
+        from .lazy_source import source_reader  # imports dask
+
         arrays = obj.data_vars.values() if isinstance(obj, xr.Dataset) else [obj]
         reader = next((r for r in map(source_reader, arrays) if r is not None), None)
         if reader is None:

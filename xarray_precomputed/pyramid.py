@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -123,6 +122,8 @@ def downsample(
         method = "mode" if kind == "segmentation" else "mean"
     if method not in METHODS:
         raise WriteError(f"method must be one of {METHODS}, got {method!r}")
+
+    import dask.array as da  # here, not at import: reading volumes does not need it
 
     data = array.data
     if not isinstance(data, da.Array):

@@ -15,7 +15,6 @@ import xarray as xr
 from ..backend import open_info
 from ..errors import InfoNotFoundError
 from ..metadata import VolumeInfo
-from ..writer import to_precomputed
 from .options import add_scheduler_options, add_write_options, dask_scheduler, json_object, region
 
 
@@ -109,6 +108,8 @@ def forget_sharding(ds: xr.Dataset) -> xr.Dataset:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..writer import to_precomputed
+
     store, info = open_info(args.src, args.src_storage_options)
     indices = scale_indices(info, args.scale, store.url)
     options = write_options(args)

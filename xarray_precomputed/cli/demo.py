@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..demo import run as run_demo
 from .options import int_triple
 
 
@@ -25,6 +24,8 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..demo import run as run_demo  # dask: imported when the demo runs
+
     out = args.out or Path(tempfile.mkdtemp(prefix="xarray-precomputed-demo-"))
     out.mkdir(parents=True, exist_ok=True)
     r = run_demo(out.absolute(), args.size)

@@ -12,8 +12,7 @@ from typing import Any
 import xarray as xr
 
 from ..backend import open_info
-from ..pyramid import METHODS, downsample
-from ..writer import to_precomputed
+from ..pyramid import METHODS
 from .copy import forget_sharding, scale_indices, write_options
 from .options import (
     add_scheduler_options,
@@ -49,6 +48,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..pyramid import downsample
+    from ..writer import to_precomputed
+
     if args.levels < 1:
         raise argparse.ArgumentTypeError(f"--levels must be at least 1, got {args.levels}")
     store, info = open_info(args.url, args.storage_options)

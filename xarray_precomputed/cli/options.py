@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import dask
-
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
@@ -136,6 +134,8 @@ def add_write_options(parser: argparse.ArgumentParser) -> None:
 @contextmanager
 def dask_scheduler(spec: str, workers: int | None) -> Iterator[None]:
     """Run the enclosed computations on the scheduler ``spec`` names."""
+    import dask
+
     if workers is not None and workers < 1:
         raise argparse.ArgumentTypeError(f"--workers must be at least 1, got {workers}")
     if spec in ("threads", "processes", "synchronous", "sync"):
@@ -176,6 +176,8 @@ WORKER_MALLOC_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": 16 * 2**20, "MALLOC_TOP_PAD_"
 def _worker_malloc_environ() -> dict[str, Any]:
     """Config for the nannies of a cluster we start: :data:`WORKER_MALLOC_ENVIRON`, where
     the user's dask config does not set these variables already."""
+    import dask
+
     key = "distributed.nanny.pre-spawn-environ"
     current = dask.config.get(key, default={}) or {}
     return {f"{key}.{k}": v for k, v in WORKER_MALLOC_ENVIRON.items() if k not in current}
