@@ -274,6 +274,7 @@ def _read(payload: dict[str, Any], box: list[list[int]] | None) -> tuple[Any, fl
 
 def worker(payload: dict[str, Any]) -> None:
     os.environ.update(payload.get("env", {}))
+    t_imports = time.perf_counter()
     import numpy as np
 
     if payload["reader"] == "tensorstore":
@@ -282,14 +283,20 @@ def worker(payload: dict[str, Any]) -> None:
         import xarray  # noqa: F401
 
         import xarray_precomputed  # noqa: F401
+
+        try:  # xarray imports it at its first Variable when installed: an import, not the open
+            import dask.array  # noqa: F401
+        except ImportError:
+            pass
+    t_imports = time.perf_counter() - t_imports
     if payload["kind"] == "full" and payload.get("warmup", True):
         _read(payload, [[0, 2], [0, 2], [0, 2]])  # imports, pools, clients: not timed
     t0 = time.perf_counter()
     arr, t_open = _read(payload, payload.get("box"))
     seconds = time.perf_counter() - t0
     a = np.asarray(arr)
-    emit_result({"seconds": seconds, "open_seconds": t_open, "checksum": checksum(a),
-                 "shape": list(a.shape)})  # fmt: skip
+    emit_result({"seconds": seconds, "open_seconds": t_open, "import_seconds": t_imports,
+                 "checksum": checksum(a), "shape": list(a.shape)})  # fmt: skip
 
 
 # -- driver side ---------------------------------------------------------------------------------
@@ -445,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                     med = {
                         k: {
                             f: statistics.median(x[f] for x in rs)
-                            for f in ("seconds", "open_seconds", "requests")
+                            for f in ("seconds", "open_seconds", "requests", "import_seconds")
                         }
                         for k, rs in runs.items()
                         if rs
@@ -461,10 +468,16 @@ def main(argv: list[str] | None = None) -> int:
                             return "-"
                         return f"{d['seconds'] * 1e3:.0f} ({d['open_seconds'] * 1e3:.0f})"
 
+                    def with_imports(d: dict) -> float | None:
+                        return d["seconds"] + d["import_seconds"] if d else None
+
+                    oi, ti = with_imports(o), with_imports(t)
+
                     cut_rows.append([
                         name, v.name, box_name, ms(o), ms(t),
                         _ratio(o.get("seconds"), t.get("seconds")),
                         o.get("requests", "-"), t.get("requests", "-"),
+                        f"{oi * 1e3:.0f} / {ti * 1e3:.0f}" if oi and ti else "-", _ratio(oi, ti),
                         *([ms(med.get("ours/fsspec", {}))] if args.with_fsspec else []),
                         *([ms(med.get("ours/class", {}))] if args.with_engine_class else []),
                     ])  # fmt: skip
@@ -480,9 +493,12 @@ def main(argv: list[str] | None = None) -> int:
                             "eager/ts", "chunks={}/ts"], full_rows))  # fmt: skip
         print()
     if cut_rows:
-        print(f"Cold 64^3 cutouts, median of {cut_repeat}: ms total (open); requests")
+        print(
+            f"Cold 64^3 cutouts, median of {cut_repeat}: ms total (open); requests; and with "
+            "the imports (numpy + tensorstore, or numpy + xarray + this package)"
+        )
         print(format_table(["server", "volume", "box", "ours ms", "tensorstore ms", "ours/ts",
-                            "ours req", "ts req",
+                            "ours req", "ts req", "+imports ms ours / ts", "ratio",
                             *(["fsspec ms"] if args.with_fsspec else []),
                             *(["engine class ms"] if args.with_engine_class else [])],
                            cut_rows))  # fmt: skip
