@@ -372,6 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--skip-cutouts", action="store_true", help="only the full reads")
     p.add_argument(
+        "--volumes",
+        nargs="+",
+        metavar="NAME",
+        choices=[v.name for v in remote_volumes(True)],
+        help="only these volumes (default all three)",
+    )
+    p.add_argument(
         "--max-wait",
         type=float,
         default=3.0,
@@ -398,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     machine = machine_info()
     print(format_machine(machine), flush=True)
-    volumes = remote_volumes(args.quick)
+    volumes = [v for v in remote_volumes(args.quick) if not args.volumes or v.name in args.volumes]
     print("building volumes (skipped when already built)", flush=True)
     cache: dict = {}
     markers = {v.name: ensure_volume(v, args.data_dir, cache) for v in volumes}
@@ -436,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
                     _ratio(mbs["ours-eager"], mbs["tensorstore"]),
                     _ratio(mbs["ours-dask"], mbs["tensorstore"]),
                 ])  # fmt: skip
-            for v in [] if args.skip_cutouts else (volumes[0], volumes[2]):
+            cut_volumes = [v for v in volumes if v.name != "r-gzip-sharded"]  # raw ones
+            for v in [] if args.skip_cutouts else cut_volumes:
                 for box_name, box in cutout_boxes(v.shape).items():
                     runs: dict[str, list[dict]] = {k: [] for k in cutout_readers}
                     for rep in range(cut_repeat):

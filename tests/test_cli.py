@@ -284,15 +284,15 @@ def test_demo(tmp_path):
 
 def test_package_and_cli_import_light(volumes):
     """``import xarray_precomputed`` (what xarray does to open a volume) and ``precomputed
-    info`` pull in neither dask, nor aiohttp, nor distributed: ~0.5 s saved per process;
-    the writer's names still resolve on first use."""
+    info`` on a local volume pull in neither dask, aiohttp, distributed nor fsspec (~0.5 s
+    per process); the writer's names still resolve on first use."""
     code = (
         "import sys, io, contextlib\n"
         "import xarray_precomputed as xp\n"
         "from xarray_precomputed.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         f"    main(['info', {volumes['image']!r}])\n"
-        "heavy = [m for m in ('dask', 'aiohttp', 'distributed') if m in sys.modules]\n"
+        "heavy = [m for m in ('dask', 'aiohttp', 'distributed', 'fsspec') if m in sys.modules]\n"
         "listed = {'to_precomputed', 'downsample', 'neuroglancer_url'} <= set(dir(xp))\n"
         "print(heavy, listed, xp.to_precomputed.__module__, 'dask.array' in sys.modules)\n"
         "try:\n"

@@ -25,13 +25,14 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import fsspec
+from typing import TYPE_CHECKING, Any
 
 from . import give_up
 from .errors import StorageError
 from .retry import RetryPolicy, classify, describe
+
+if TYPE_CHECKING:  # imported when a filesystem is made: local and obstore reads skip it
+    import fsspec
 
 # Keys of storage_options this package consumes; the rest go to fsspec.
 OWN_OPTIONS = ("retry", "index_cache", "coalesce", "reader")
@@ -181,7 +182,9 @@ def open_filesystem(url: str, options: dict[str, Any], policy: RetryPolicy):
             fs = cls(**{**cls._get_kwargs_from_urls(url), **opts})
             root = cls._strip_protocol(url)
         else:
-            fs, root = fsspec.core.url_to_fs(url, **opts)
+            from fsspec.core import url_to_fs
+
+            fs, root = url_to_fs(url, **opts)
         # (fsspec reuses an instance for the same arguments: the same answer then)
         fs.xp_bounds_connect = bounds_connect(protocol, opts)
     except Exception as e:  # unknown protocol, missing package, bad option
@@ -214,7 +217,9 @@ class RemoteCaller:
             and getattr(inner, "async_impl", False)
             and getattr(fs, "loop", None) is not None
         ):
-            return fsspec.asyn.sync(
+            from fsspec.asyn import sync
+
+            return sync(
                 fs.loop, getattr(fs, "_" + name), *args, timeout=max(timeout, 0.01), **kwargs
             )
         return getattr(fs, name)(*args, **kwargs)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
-from typing import Any
-
-import fsspec
+from typing import TYPE_CHECKING, Any
 
 from . import local_io
 from .errors import StorageError
@@ -28,6 +26,9 @@ from .remote import (
     pipe_creating_parents,
 )
 from .retry import RetryPolicy, describe
+
+if TYPE_CHECKING:  # fsspec is imported where a filesystem is made (remote.py)
+    import fsspec
 
 _PREFIX = "precomputed://"
 
