@@ -77,6 +77,13 @@ BAD_INPUTS = {
     "jpeg-quality": (lambda: _arr(), {"encoding": "jpeg", "jpeg_quality": 101}, "jpeg_quality"),
     "png-level": (lambda: _arr(), {"encoding": "png", "png_level": 10}, "png_level"),
     "bad-sharding-value": (lambda: _arr(), {"sharding": "yes"}, "sharding"),
+    "shard-bytes-negative": (lambda: _arr(), {"shard_bytes": -5}, "shard_bytes"),
+    "shard-bytes-zero-unsharded": (
+        lambda: _arr(),
+        {"shard_bytes": 0, "sharding": None},
+        "shard_bytes",
+    ),  # fmt: skip
+    "shard-bytes-text": (lambda: _arr(), {"shard_bytes": "32MiB"}, "shard_bytes"),
     "minishard-bits-33": (lambda: _arr(), {"sharding": sharding_dict(0, 33, 0)}, "minishard_bits"),
     "region-without-r+": (lambda: _arr(), {"region": "auto"}, "r\\+"),
     "two-variables": (_two_variables, {}, "variable"),

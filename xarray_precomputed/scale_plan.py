@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -59,6 +60,7 @@ def make_scale(
     ):
         raise WriteError(f"chunk_size must be 3 positive integers, got {chunk!r}")
     chunk = tuple(int(c) for c in chunk)
+    check_shard_bytes(options["shard_bytes"])  # even when not sharding "auto": a typo shows
     block = None
     if encoding == "compressed_segmentation":
         default = codec_class(encoding).defaults["block_size"]
@@ -125,6 +127,16 @@ def _choose_sharding(
     return spec
 
 
+def check_shard_bytes(shard_bytes: Any) -> None:
+    """Refuse a ``shard_bytes`` that is not a positive number of bytes."""
+    if (
+        isinstance(shard_bytes, bool)
+        or not isinstance(shard_bytes, numbers.Real)
+        or not (shard_bytes >= 1)
+    ):
+        raise WriteError(f"shard_bytes must be a positive number of bytes, got {shard_bytes!r}")
+
+
 def auto_sharding(
     scale: Scale, voxel_bytes: int, shard_bytes: int = DEFAULT_SHARD_BYTES
 ) -> ShardingSpec | None:
@@ -139,6 +151,7 @@ def auto_sharding(
     >>> spec.preshift_bits + spec.minishard_bits, shard_box_chunks(s.grid_shape, spec)
     (7, (8, 4, 4))
     """
+    check_shard_bytes(shard_bytes)
     chunk_bytes = math.prod(scale.chunk_size) * voxel_bytes
     total = len(morton_bit_dims(scale.grid_shape))
     bits = max(0, min(total, round(math.log2(max(shard_bytes / chunk_bytes, 1)))))
