@@ -25,6 +25,13 @@ def _nonuniform():
     return a.assign_coords(x=[2.0, 6.0, 10.0, 14.0, 18.0, 22.0, 26.0, 31.0])
 
 
+def _unknown_sizes():
+    """A Dask array after a boolean selection: its size along x is NaN until computed."""
+    a = _arr((8, 8, 4, 1)).chunk({"x": 4})
+    data = a.data[(a.data[:, 0, 0, 0] > 0)]  # NaN chunk sizes along x
+    return xr.DataArray(data, dims=a.dims, name=a.name, attrs=a.attrs)
+
+
 def _single_voxel_axis():
     return _arr((8, 8, 1, 1)).drop_vars("z").assign_coords(z=[20.0])
 
@@ -84,6 +91,10 @@ BAD_INPUTS = {
         "shard_bytes",
     ),  # fmt: skip
     "shard-bytes-text": (lambda: _arr(), {"shard_bytes": "32MiB"}, "shard_bytes"),
+    "resolution-2-values": (lambda: _arr(), {"resolution": (4, 40)}, "resolution must be 3"),
+    "resolution-nan": (lambda: _arr(), {"resolution": (4, 4, float("nan"))}, "resolution"),
+    "voxel-offset-fraction": (lambda: _arr(), {"voxel_offset": (0.5, 0, 0)}, "voxel_offset"),
+    "dask-unknown-sizes": (_unknown_sizes, {}, "compute_chunk_sizes"),
     "minishard-bits-33": (lambda: _arr(), {"sharding": sharding_dict(0, 33, 0)}, "minishard_bits"),
     "region-without-r+": (lambda: _arr(), {"region": "auto"}, "r\\+"),
     "two-variables": (_two_variables, {}, "variable"),
@@ -113,8 +124,13 @@ EXISTING_BAD = {
     ),
     "region-dict-past-end": (
         lambda: _arr((8, 8, 4, 1)),
-        {"region": {"y": slice(16, 24)}},
-        "outside|spans",
+        {"region": {"x": slice(0, 8), "y": slice(16, 24), "z": slice(0, 4)}},
+        "outside",
+    ),
+    "region-dict-before-start": (
+        lambda: _arr((8, 8, 4, 1)),
+        {"region": {"x": slice(0, 8), "y": slice(-40, -32), "z": slice(0, 4)}},
+        "outside",
     ),
     "region-length-mismatch": (lambda: _arr((8, 8, 4, 1)), {"region": {"x": slice(0, 5)}}, "spans"),
     "region-step": (lambda: _arr((8, 8, 4, 1)), {"region": {"x": slice(0, 16, 2)}}, "step"),
@@ -157,3 +173,13 @@ def test_mode_w_refuses_to_delete_its_own_lazy_source(tmp_path):
     loaded["image"] = loaded.image + 1
     xp.to_precomputed(loaded, url, mode="w")
     np.testing.assert_array_equal(xr.open_dataset(url, engine="precomputed").image.values, data + 1)
+
+
+@pytest.mark.parametrize("url", ["", "precomputed://", "file://", "gs://"])
+def test_empty_url_is_refused_not_the_working_directory(tmp_path, monkeypatch, url):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(xp.StorageError, match="empty volume URL"):
+        xp.to_precomputed(_arr(), url)
+    with pytest.raises(xp.StorageError, match="empty volume URL"):
+        xr.open_dataset(url, engine="precomputed")
+    assert list(tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -58,9 +59,28 @@ def volume_array(obj: xr.Dataset | xr.DataArray, variable: Hashable | None = Non
             + (f" (missing {missing})" if missing else "")
             + (f" (unexpected {extra}: rename or select them away)" if extra else "")
         )
+    unknown = [d for d, n in zip(array.dims, array.shape) if not math.isfinite(n)]
+    if unknown:  # a Dask array after boolean selection: shape and chunks are NaN
+        raise WriteError(
+            f"the array's size along {unknown} is unknown (NaN chunk sizes of a Dask array); "
+            "call .compute_chunk_sizes() on its Dask array first"
+        )
     if "channel" not in array.dims:
         array = array.expand_dims("channel", axis=-1)
     return array.transpose(*DIMS)
+
+
+def _check_triple(value: Any, name: str, what: str, kind: type) -> None:
+    """Refuse a given ``resolution`` / ``voxel_offset`` that is not 3 values of ``kind``
+    (a fractional voxel offset would otherwise be truncated without a word)."""
+    if value is None:
+        return
+    try:
+        ok = len(value) == 3 and all(float(v) == kind(v) and np.isfinite(float(v)) for v in value)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise WriteError(f"{name} must be 3 {what} in x, y, z order, got {value!r}")
 
 
 def geometry(
@@ -79,6 +99,8 @@ def geometry(
     >>> geometry(a)
     ((4, 4, 40), (1, 0, 1))
     """
+    _check_triple(resolution, "resolution", "numbers (nm)", float)
+    _check_triple(voxel_offset, "voxel_offset", "integers (voxels)", int)
     attrs = array.attrs
     res: list[float] = []
     off: list[int] = []

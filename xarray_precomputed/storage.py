@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from . import local_io
@@ -26,31 +25,10 @@ from .remote import (
     pipe_creating_parents,
 )
 from .retry import RetryPolicy, describe
+from .urls import normalize_url
 
 if TYPE_CHECKING:  # fsspec is imported where a filesystem is made (remote.py)
     import fsspec
-
-_PREFIX = "precomputed://"
-
-
-def normalize_url(url: str | os.PathLike) -> str:
-    """Canonical form of a volume URL: no ``precomputed://`` prefix, no trailing ``/``.
-
-    Local paths become absolute paths; other URLs keep their protocol.
-
-    >>> normalize_url("precomputed://gs://bucket/vol/")
-    'gs://bucket/vol'
-    """
-    if isinstance(url, PurePath):
-        url = str(url)
-    url = os.fspath(url)
-    if url.startswith(_PREFIX):
-        url = url[len(_PREFIX) :]
-    if url.startswith("file://"):
-        url = url[len("file://") :]
-    if "://" not in url:
-        return str(Path(url).expanduser().absolute()).rstrip("/") or "/"
-    return url.rstrip("/")
 
 
 class Store:

@@ -129,10 +129,19 @@ def _plan_region(
             sl = region.get(dim, slice(None))
             if not isinstance(sl, slice) or sl.step not in (None, 1):
                 raise WriteError(f"region[{dim!r}] must be a slice with step 1, got {sl!r}")
-            lo, hi, _ = sl.indices(scale.size[d])
+            size = scale.size[d]
+            ends = [v + size if v is not None and v < 0 else v for v in (sl.start, sl.stop)]
+            if any(v is not None and not 0 <= v <= size for v in ends):
+                raise WriteError(
+                    f"region[{dim!r}] = {sl} lies outside scale {scale.key!r} of {store.url}, "
+                    f"which has {size} voxels along {dim!r} (region indices count from its "
+                    "voxel_offset)"
+                )
+            lo, hi, _ = sl.indices(size)
             if hi - lo != array.shape[d]:
                 raise WriteError(
-                    f"region[{dim!r}] = {sl} spans {hi - lo} voxels, the data has {array.shape[d]}"
+                    f"region[{dim!r}] = {sl} spans {max(hi - lo, 0)} voxels, the data has "
+                    f"{array.shape[d]}"
                 )
             start_l.append(lo)
         start = tuple(start_l)
