@@ -6,7 +6,7 @@
 """
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import accessor as _accessor  # registers .precomputed
 from .backend import PrecomputedBackendEntrypoint, open_info
@@ -72,7 +72,7 @@ __all__ = [
 del _accessor
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
