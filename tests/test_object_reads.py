@@ -179,7 +179,7 @@ def test_concurrent_batches_from_many_threads(http_server):
     assert isinstance(store.read_fs, ObjectReader)
 
 
-def test_which_reader(http_server, s3_server, monkeypatch):
+def test_which_reader(http_server, s3_server, monkeypatch, tmp_path):
     url = http_server.endpoint_url + "/v"
     assert isinstance(Store(url).read_fs, ObjectReader)
     # Options obstore cannot honour keep fsspec (aiohttp's headers, botocore's profiles).
@@ -195,7 +195,9 @@ def test_which_reader(http_server, s3_server, monkeypatch):
     with pytest.raises(StorageError, match=r"reader.*obstore.*needs fsspec"):
         Store(url, {"headers": {"X-A": "1"}, "reader": "obstore"}).read_fs
     with pytest.raises(StorageError, match=r"reader"):
-        Store(url, {"reader": "rust"}).read_fs
+        Store(url, {"reader": "rust"})
+    with pytest.raises(StorageError, match=r"reader.*'obstor'"):  # a local path too
+        Store(str(tmp_path), {"reader": "obstor"})
 
 
 def test_bucket_region_from_the_endpoint(s3_server):

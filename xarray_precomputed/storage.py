@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import local_io
 from .errors import StorageError
 from .local_io import StreamedObject
-from .object_reads import open_reader
+from .object_reads import open_reader, reader_choice
 from .remote import (
     OWN_OPTIONS,
     RemoteCaller,
@@ -46,6 +46,10 @@ class Store:
         self.url = normalize_url(url)
         self.storage_options = dict(storage_options or {})
         self.retry = RetryPolicy.from_option(self.storage_options.get("retry"))
+        try:  # a typo fails here, for local paths too (which never use a reader)
+            reader_choice(self.storage_options)
+        except ValueError as e:
+            raise StorageError(f"cannot open storage at {self.url}: {e}") from e
         self._fs: fsspec.AbstractFileSystem | None = None
         self._root: str | None = None
         self._remote = RemoteCaller(self, self.retry)
