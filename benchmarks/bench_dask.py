@@ -38,6 +38,8 @@ from common import (
     RESULTS_DIR,
     MiB,
     PeakMemory,
+    add_hugepages_option,
+    apply_hugepages_option,
     checksum,
     emit_result,
     ensure_volume,
@@ -47,6 +49,7 @@ from common import (
     run_worker,
     shard_box,
     tensorstore_spec,
+    use_hugepages_option,
     wait_for_quiet,
     warm_page_cache,
     write_json,
@@ -130,6 +133,7 @@ def _warm_process(path: str, variable: str) -> None:
 
 
 def worker(payload: dict[str, Any]) -> None:
+    apply_hugepages_option()
     import dask
     import numpy as np
 
@@ -236,11 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path,
                    help="results JSON (default results/dask-latest.json, dask-quick.json "
                         "with --quick)")  # fmt: skip
+    add_hugepages_option(p)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         worker(json.loads(args.worker))
         return 0
+    use_hugepages_option(args.numpy_hugepages)  # cluster readers' own workers keep NumPy's
 
     volumes = read_volumes(args.quick)
     if args.volumes:

@@ -42,6 +42,8 @@ from common import (
     RESULT_PREFIX,
     RESULTS_DIR,
     VolumeSpec,
+    add_hugepages_option,
+    apply_hugepages_option,
     box_sharding,
     checksum,
     emit_result,
@@ -49,6 +51,7 @@ from common import (
     format_machine,
     format_table,
     machine_info,
+    use_hugepages_option,
     wait_for_quiet,
     write_json,
 )
@@ -274,6 +277,7 @@ def _read(payload: dict[str, Any], box: list[list[int]] | None) -> tuple[Any, fl
 
 def worker(payload: dict[str, Any]) -> None:
     os.environ.update(payload.get("env", {}))
+    apply_hugepages_option()
     t_imports = time.perf_counter()
     import numpy as np
 
@@ -385,11 +389,13 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds to wait before each run for other processes to go quiet",
     )
     p.add_argument("--output", type=Path, default=None)
+    add_hugepages_option(p)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)  # fmt: skip
     if args.worker:
         worker(json.loads(args.worker))
         return 0
+    use_hugepages_option(args.numpy_hugepages)
     full_readers, cutout_readers = FULL_READERS, CUTOUT_READERS
     if args.with_fsspec:
         full_readers = (*FULL_READERS, "ours-eager/fsspec", "ours-dask/fsspec")

@@ -564,6 +564,33 @@ def package_source_hash() -> str | None:
     return h.hexdigest()[:12]
 
 
+HUGEPAGES_ENV = "BENCH_NUMPY_HUGEPAGES"
+
+
+def add_hugepages_option(parser: Any) -> None:
+    """``--numpy-hugepages on|off``: whether NumPy asks for transparent huge pages on large
+    allocations in the benchmark's worker processes (docs/reading.md, "Memory order")."""
+    parser.add_argument(
+        "--numpy-hugepages", choices=("on", "off"), default="on",
+        help="NumPy's madvise(MADV_HUGEPAGE) on allocations >= 4 MiB in the worker processes "
+        "(default on, NumPy's own default); 'off' shows what it costs where the kernel "
+        "compacts memory for huge pages",
+    )  # fmt: skip
+
+
+def use_hugepages_option(value: str) -> None:
+    """In the driver: pass the choice to the workers it starts (through the environment)."""
+    os.environ[HUGEPAGES_ENV] = value
+
+
+def apply_hugepages_option() -> None:
+    """In a worker process, first thing: apply the driver's ``--numpy-hugepages``."""
+    if os.environ.get(HUGEPAGES_ENV) == "off":
+        from numpy._core.multiarray import _set_madvise_hugepage
+
+        _set_madvise_hugepage(False)
+
+
 def machine_info() -> dict[str, Any]:
     """Cores, memory, CPU model, Python and package versions, project commit."""
     import psutil
@@ -591,6 +618,7 @@ def machine_info() -> dict[str, Any]:
         "project_commit": None if commit is None else commit + ("+dirty" if dirty else ""),
         "package_source_sha256": package_source_hash(),
         "packages": {p: _version(p) for p in PACKAGES},
+        "numpy_hugepages": os.environ.get(HUGEPAGES_ENV, "on"),
     }
 
 
@@ -601,7 +629,7 @@ def format_machine(info: dict[str, Any]) -> str:
         f"({info['physical_cores']} physical), {info['memory_gib']} GiB, {info['platform']}\n"
         f"python {info['python']}; project commit {info['project_commit']} "
         f"(package source sha256 {info['package_source_sha256']})\n"
-        f"packages: {pk}"
+        f"packages: {pk}; NumPy huge pages {info.get('numpy_hugepages', 'on')}"
     )
 
 
