@@ -29,7 +29,8 @@ from .conventions import (
 from .errors import InfoError, InfoNotFoundError
 from .metadata import VolumeInfo
 from .reader import ScaleReader
-from .storage import Store, normalize_url
+from .storage import Store
+from .urls import normalize_url
 
 
 def open_info(

@@ -1,4 +1,5 @@
-"""Local files: atomic writes (whole or streamed as produced) and reads into a buffer each thread reuses.
+"""Local files: atomic writes (whole or streamed as produced) and reads into a buffer each
+thread reuses.
 
 :class:`~xarray_precomputed.storage.Store` maps keys to paths and calls these for local
 volumes. Reads that are decoded at once go into the thread's buffer: a fresh ``bytes`` per
@@ -26,8 +27,9 @@ _GROWTH = 1 << 20  # thread buffers grow to whole MiB
 
 class StreamedObject:
     """An object's bytes as ``write(f)`` writes them to an open binary file, returning
-    whether to store it at all: what :meth:`~xarray_precomputed.storage.Store.put` takes for an object that should not
-    be whole in memory (a local shard is written chunk by chunk as it is encoded).
+    whether to store it at all: what :meth:`~xarray_precomputed.storage.Store.put` takes
+    for an object that should not be whole in memory (a local shard is written chunk by
+    chunk as it is encoded).
 
     >>> StreamedObject(lambda f: f.write(b"abc") == 3).to_bytes()
     b'abc'

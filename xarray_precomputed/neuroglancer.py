@@ -34,7 +34,7 @@ import xarray as xr
 from .backend import open_info
 from .conventions import DIMS
 from .errors import LinkError
-from .storage import normalize_url
+from .urls import normalize_url
 
 DEFAULT_HOST = "https://neuroglancer-demo.appspot.com/"
 """The public Neuroglancer deployment links point to unless told otherwise."""
