@@ -110,7 +110,7 @@ def cutout_boxes(shape: tuple[int, int, int]) -> dict[str, list[list[int]]]:
 class NginxServer:
     """nginx serving ``root`` with Range on loopback; requests counted from its access log."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, nopush: bool = True) -> None:
         import servers
 
         self._tmp = Path(tempfile.mkdtemp(prefix="bench-nginx-"))
@@ -123,7 +123,7 @@ daemon off; {user} worker_processes 2; pid {t}/nginx.pid; error_log {t}/error.lo
 events {{ worker_connections 1024; }}
 http {{
   access_log {self.log}; default_type application/octet-stream;
-  sendfile on; tcp_nopush on; keepalive_requests 1000000; keepalive_timeout 60;
+  sendfile on; tcp_nopush {"on" if nopush else "off"}; keepalive_requests 1000000; keepalive_timeout 60;
   client_body_temp_path {t}/b; proxy_temp_path {t}/p; fastcgi_temp_path {t}/f;
   uwsgi_temp_path {t}/u; scgi_temp_path {t}/s;
   server {{ listen 127.0.0.1:{self.port}; root {Path(root).resolve()}; location / {{ }} }}
@@ -168,15 +168,17 @@ http {{
 class Remote:
     """One started server with the volumes on it: URLs, options and tensorstore kvstores."""
 
-    def __init__(self, name: str, data_dir: Path, volumes: list[VolumeSpec]) -> None:
+    def __init__(
+        self, name: str, data_dir: Path, volumes: list[VolumeSpec], nopush: bool = True
+    ) -> None:
         import servers
 
         self.name = name
         self.urls: dict[str, str] = {}
         if name == "http":
             if shutil.which("nginx"):
-                self.server: Any = NginxServer(data_dir)
-                self.kind = "nginx"
+                self.server: Any = NginxServer(data_dir, nopush)
+                self.kind = f"nginx, tcp_nopush {'on' if nopush else 'off'}"
                 for v in volumes:
                     self.urls[v.name] = f"{self.server.endpoint_url}/{v.directory(data_dir).name}"
             else:
@@ -388,6 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         default=3.0,
         help="seconds to wait before each run for other processes to go quiet",
     )
+    p.add_argument(
+        "--nginx-nopush",
+        choices=("on", "off"),
+        default="on",
+        help="nginx's tcp_nopush (TCP_CORK with sendfile); default on, as Debian's nginx.conf. "
+        "With it on, loopback responses sometimes wait ~40 ms for a delayed ACK (docs/performance.md)",
+    )
     p.add_argument("--output", type=Path, default=None)
     add_hugepages_option(p)
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -421,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"full": {}, "cutout": {}}
     for name in args.servers:
         t0 = time.perf_counter()
-        remote = Remote(name, args.data_dir, volumes)
+        remote = Remote(name, args.data_dir, volumes, args.nginx_nopush == "on")
         print(f"\n== {name} ({remote.kind}), ready in {time.perf_counter() - t0:.1f} s", flush=True)
         try:
             for v in [] if args.skip_full else volumes:
@@ -519,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(output, {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine, "quick": args.quick, "volumes": markers, "results": results,
-        "failures": failures,
+        "nginx_tcp_nopush": args.nginx_nopush, "failures": failures,
     })  # fmt: skip
     print(f"\nwrote {output}")
     for f in failures:
