@@ -144,7 +144,8 @@ def worker(payload: dict[str, Any]) -> None:
 
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                dashboard_address=None)  # fmt: skip
-        client = Client(cluster)
+        # direct: results travel worker -> client; otherwise through the scheduler
+        client = Client(cluster, direct_to_workers=payload.get("direct_to_workers"))
     ctx = dask.config.set(scheduler="threads") if client is None else dask.config.set({})
     with ctx:
         # untimed warm-up: imports, library set-up, thread pools, the cluster's first tasks
@@ -240,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", type=Path,
                    help="results JSON (default results/dask-latest.json, dask-quick.json "
                         "with --quick)")  # fmt: skip
+    p.add_argument(
+        "--direct-to-workers",
+        action="store_true",
+        help="cluster readers' Client(direct_to_workers=True): results gathered from the "
+        "workers, not through the scheduler (distributed's default for a client)",
+    )
     add_hugepages_option(p)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -271,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             for reader in order:
                 wait_for_quiet(args.max_wait)
                 r = run_worker(Path(__file__).resolve(),
-                               {"reader": reader, "path": str(path), "variable": v.variable})  # fmt: skip
+                               {"reader": reader, "path": str(path), "variable": v.variable,
+                                "direct_to_workers": args.direct_to_workers or None})  # fmt: skip
                 runs[reader].append(r)
                 nbytes = r.get("nbytes", v.nbytes)
                 msg = r.get("error") or (f"{nbytes / r['seconds'] / 1e6:7.0f} MB/s "
@@ -332,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or RESULTS_DIR / ("dask-quick.json" if args.quick else "dask-latest.json")
     write_json(output, {
         "benchmark": "dask", "quick": args.quick, "repeat": args.repeat, "machine": machine,
+        "direct_to_workers": args.direct_to_workers,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "results": results, "missed": missed, "wrong": wrong,
     })  # fmt: skip
