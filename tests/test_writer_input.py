@@ -73,6 +73,7 @@ BAD_INPUTS = {
         "num_channels",
     ),
     "unknown-encoding": (lambda: _arr(), {"encoding": "zstd"}, "encoding"),
+    "gzip-as-encoding": (lambda: _arr(), {"encoding": "gzip"}, "data_encoding 'gzip'"),
     "chunk-zero": (lambda: _arr(), {"chunk_size": (0, 8, 8)}, "chunk_size"),
     "chunk-2d": (lambda: _arr(), {"chunk_size": (8, 8)}, "chunk_size"),
     "chunk-fraction": (lambda: _arr(), {"chunk_size": (8, 8.5, 8)}, "chunk_size"),

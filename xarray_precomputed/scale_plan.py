@@ -51,7 +51,14 @@ def make_scale(
 
     encoding = str(pick("encoding", default="raw")).lower()
     if encoding not in ENCODINGS:
-        raise WriteError(f"unknown encoding {encoding!r}; choose from {list(ENCODINGS)}")
+        hint = ""
+        if encoding == "gzip":  # a sharding data_encoding in this format, not a chunk one
+            hint = (
+                ". gzip compresses shards, not chunks: encoding='raw' with sharding='auto' "
+                "(the default) gzips raw chunk data, or give a sharding spec with "
+                "data_encoding 'gzip'"
+            )
+        raise WriteError(f"unknown encoding {encoding!r}; choose from {list(ENCODINGS)}{hint}")
     chunk = pick("chunk_size", default=(64, 64, 64))
     if (
         not isinstance(chunk, Sequence)
