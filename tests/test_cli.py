@@ -100,6 +100,7 @@ def test_copy_reencodes_reshards_and_shows_progress(volumes, tmp_path):
     # into an existing volume: refused unless told; --quiet prints nothing
     again = cli("copy", volumes["image"], dst, check=False)
     assert again.returncode == 1 and "VolumeExistsError" in again.stderr
+    assert "--mode w replaces" in again.stderr  # the flags, not the library's arguments
     quiet = cli("copy", volumes["image"], dst, "--mode", "w", "--sharding", "none", "-q")
     assert quiet.stdout == "" and quiet.stderr == ""
     assert "sharding" not in json.loads(Path(dst, "info").read_text())["scales"][0]
@@ -165,6 +166,31 @@ def test_local_cluster_workers_keep_freed_blocks():
     assert seen == {"MALLOC_TRIM_THRESHOLD_": "65536",  # distributed's own, left as it is
                     "MALLOC_MMAP_THRESHOLD_": str(WORKER_MALLOC_ENVIRON["MALLOC_MMAP_THRESHOLD_"]),
                     "MALLOC_TOP_PAD_": "12345"}  # fmt: skip
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_quiet_local_cluster_keeps_warnings_off_stderr(capfd, quiet):
+    """--quiet with --scheduler local: distributed's warnings (slow scratch directories, GC
+    time, a busy event loop), from this process or a worker, do not reach stderr."""
+    import logging
+
+    from distributed import get_client
+
+    from xarray_precomputed.cli.options import dask_scheduler
+
+    def warn() -> None:
+        logging.getLogger("distributed.worker").warning("xp-probe-warning")
+
+    saved = dict(os.environ)  # the nannies set glibc variables here, before spawning
+    try:
+        with dask_scheduler("local", 1, quiet=quiet):
+            get_client().run(warn)
+            warn()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    err = capfd.readouterr().err
+    assert ("xp-probe-warning" in err) is not quiet
 
 
 def test_copy_to_s3_on_a_distributed_cluster(volumes, s3_server):

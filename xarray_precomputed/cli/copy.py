@@ -13,7 +13,7 @@ from typing import Any
 import xarray as xr
 
 from ..backend import open_info
-from ..errors import InfoNotFoundError
+from ..errors import InfoNotFoundError, VolumeExistsError
 from ..metadata import VolumeInfo
 from .options import add_scheduler_options, add_write_options, dask_scheduler, json_object, region
 
@@ -108,8 +108,6 @@ def forget_sharding(ds: xr.Dataset) -> xr.Dataset:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..writer import to_precomputed
-
     store, info = open_info(args.src, args.src_storage_options)
     indices = scale_indices(info, args.scale, store.url)
     options = write_options(args)
@@ -124,8 +122,33 @@ def run(args: argparse.Namespace) -> int:
             done_keys = {s.key for s in open_info(args.dst, args.dst_storage_options)[1].scales}
         except InfoNotFoundError:
             pass
+    try:
+        total = _copy_scales(args, store, indices, box_nm, done_keys, options)
+    except VolumeExistsError as e:  # the library's advice names its arguments, not the flags
+        raise VolumeExistsError(
+            f"{e} (here: --mode w replaces DST, --mode a adds scales to it, --resume "
+            "continues an interrupted copy)"
+        ) from e
+    if not args.quiet:
+        print(
+            f"copied {len(indices)} scale(s) of {store.url} to {args.dst}: {total} objects written"
+        )
+    return 0
+
+
+def _copy_scales(
+    args: argparse.Namespace,
+    store: Any,
+    indices: list[int],
+    box_nm: list | None,
+    done_keys: set[str],
+    options: dict[str, Any],
+) -> int:
+    """Write each scale of ``indices`` to DST; returns the number of objects written."""
+    from ..writer import to_precomputed
+
     total = 0
-    with dask_scheduler(args.scheduler, args.workers):
+    with dask_scheduler(args.scheduler, args.workers, args.quiet):
         for n, index in enumerate(indices):
             ds = xr.open_dataset(store.url, engine="precomputed", scale=index, chunks={},
                                  storage_options=args.src_storage_options)  # fmt: skip
@@ -145,8 +168,4 @@ def run(args: argparse.Namespace) -> int:
                 resume=args.resume, storage_options=args.dst_storage_options,
                 progress=not args.quiet, max_tasks=args.max_tasks, **options,
             )  # fmt: skip
-    if not args.quiet:
-        print(
-            f"copied {len(indices)} scale(s) of {store.url} to {args.dst}: {total} objects written"
-        )
-    return 0
+    return total

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         index = scale_indices(info, args.source_scale, store.url)[0]
     options = write_options(args)
     added = []
-    with dask_scheduler(args.scheduler, args.workers):
+    with dask_scheduler(args.scheduler, args.workers, args.quiet):
         for _ in range(args.levels):
             ds = xr.open_dataset(store.url, engine="precomputed", scale=index, chunks={},
                                  storage_options=args.storage_options)  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,8 +133,10 @@ def add_write_options(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def dask_scheduler(spec: str, workers: int | None) -> Iterator[None]:
-    """Run the enclosed computations on the scheduler ``spec`` names."""
+def dask_scheduler(spec: str, workers: int | None, quiet: bool = False) -> Iterator[None]:
+    """Run the enclosed computations on the scheduler ``spec`` names; ``quiet`` keeps a
+    local cluster's warnings (slow scratch directories, GC time, a busy event loop) off
+    stderr, so that ``--quiet`` prints only errors."""
     import dask
 
     if workers is not None and workers < 1:
@@ -151,7 +154,11 @@ def dask_scheduler(spec: str, workers: int | None) -> Iterator[None]:
         # ":0": a free port for the dashboard, so no clash with another cluster's 8787
         with (
             dask.config.set(_worker_malloc_environ()),  # also for workers the nannies restart
-            LocalCluster(n_workers=workers, dashboard_address=":0") as cluster,
+            LocalCluster(
+                n_workers=workers,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR if quiet else logging.WARNING,
+            ) as cluster,
             Client(cluster),
         ):
             yield
