@@ -102,7 +102,7 @@ def test_copy_reencodes_reshards_and_shows_progress(volumes, tmp_path):
     assert again.returncode == 1 and "VolumeExistsError" in again.stderr
     assert "--mode w replaces" in again.stderr  # the flags, not the library's arguments
     quiet = cli("copy", volumes["image"], dst, "--mode", "w", "--sharding", "none", "-q")
-    assert quiet.stdout == "" and quiet.stderr == ""
+    assert quiet.stdout == "" and quiet.stderr == "", (quiet.stdout, quiet.stderr)
     assert "sharding" not in json.loads(Path(dst, "info").read_text())["scales"][0]
     np.testing.assert_array_equal(_read(dst), _read(volumes["image"]))
 
@@ -133,7 +133,7 @@ def test_copy_region_is_read_by_tensorstore(volumes, tmp_path):
     # on a LocalCluster of one worker process: dask.distributed's path, quietly
     done = cli("copy", volumes["seg"], dst, "--region", "10:70,:40,4:", "-q",
                "--scheduler", "local", "--workers", "1")  # fmt: skip
-    assert done.stdout == "" and done.stderr == ""
+    assert done.stdout == "" and done.stderr == "", (done.stdout, done.stderr)
     info = json.loads(Path(dst, "info").read_text())["scales"][0]
     assert info["voxel_offset"] == [10, 0, 4] and info["size"] == [60, 40, 20]
     want = _read(volumes["seg"])[10:70, :40, 4:]
