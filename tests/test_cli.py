@@ -143,7 +143,17 @@ def test_copy_region_is_read_by_tensorstore(volumes, tmp_path):
     np.testing.assert_array_equal(store[10:70, 0:40, 4:24].read().result(), want)
 
 
-def test_local_cluster_workers_keep_freed_blocks():
+@pytest.fixture
+def restore_environ():
+    """Put os.environ back after the test: the nannies of a LocalCluster set glibc variables
+    in this process before spawning, and later tests' subprocesses must not inherit them."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_local_cluster_workers_keep_freed_blocks(restore_environ):
     """The LocalCluster the CLI starts gives its workers glibc settings that keep freed
     blocks in the heap (distributed's MALLOC_TRIM_THRESHOLD_ alone maps each anew); a value
     the user's dask config sets wins."""
@@ -156,20 +166,15 @@ def test_local_cluster_workers_keep_freed_blocks():
         return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", *WORKER_MALLOC_ENVIRON)}
 
     key = "distributed.nanny.pre-spawn-environ.MALLOC_TOP_PAD_"
-    saved = dict(os.environ)  # the nannies set the variables here too, before spawning
-    try:
-        with dask.config.set({key: 12345}), dask_scheduler("local", 1):
-            (seen,) = get_client().run(environ).values()
-    finally:  # later tests' subprocesses must not inherit them
-        os.environ.clear()
-        os.environ.update(saved)
+    with dask.config.set({key: 12345}), dask_scheduler("local", 1):
+        (seen,) = get_client().run(environ).values()
     assert seen == {"MALLOC_TRIM_THRESHOLD_": "65536",  # distributed's own, left as it is
                     "MALLOC_MMAP_THRESHOLD_": str(WORKER_MALLOC_ENVIRON["MALLOC_MMAP_THRESHOLD_"]),
                     "MALLOC_TOP_PAD_": "12345"}  # fmt: skip
 
 
 @pytest.mark.parametrize("quiet", [True, False])
-def test_quiet_local_cluster_keeps_warnings_off_stderr(capfd, quiet):
+def test_quiet_local_cluster_keeps_warnings_off_stderr(capfd, quiet, restore_environ):
     """--quiet with --scheduler local: distributed's warnings (slow scratch directories, GC
     time, a busy event loop), from this process or a worker, do not reach stderr."""
     import logging
@@ -181,14 +186,9 @@ def test_quiet_local_cluster_keeps_warnings_off_stderr(capfd, quiet):
     def warn() -> None:
         logging.getLogger("distributed.worker").warning("xp-probe-warning")
 
-    saved = dict(os.environ)  # the nannies set glibc variables here, before spawning
-    try:
-        with dask_scheduler("local", 1, quiet=quiet):
-            get_client().run(warn)
-            warn()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with dask_scheduler("local", 1, quiet=quiet):
+        get_client().run(warn)
+        warn()
     err = capfd.readouterr().err
     assert ("xp-probe-warning" in err) is not quiet
 

@@ -15,6 +15,7 @@ import xarray as xr
 from ..backend import open_info
 from ..errors import InfoNotFoundError, VolumeExistsError
 from ..metadata import VolumeInfo
+from ..storage import Store
 from .options import add_scheduler_options, add_write_options, dask_scheduler, json_object, region
 
 
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _copy_scales(
     args: argparse.Namespace,
-    store: Any,
+    store: Store,
     indices: list[int],
     box_nm: list | None,
     done_keys: set[str],
